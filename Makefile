@@ -1,0 +1,43 @@
+# Two commands do all set-up on a fresh machine: `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+PYTEST := $(PY) -m pytest -q -p no:cacheprovider
+
+.PHONY: demo test test-unit test-integration test-e2e bench system-deps tools clean
+
+# The virtualenv: torch is installed first and pinned so pip takes the CPU build
+# from local disk instead of resolving a multi-GB CUDA build.
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	touch $@
+
+# Debian packages the tests start themselves (redis-server, prometheus/promtool).
+system-deps:
+	bash scripts/ensure-system-deps.sh
+
+demo: $(STAMP)
+	$(VENV)/bin/autolrs demo
+
+test: $(STAMP) system-deps
+	$(PYTEST) tests
+
+test-unit: $(STAMP)
+	$(PYTEST) tests/unit
+
+test-integration: $(STAMP) system-deps
+	$(PYTEST) tests/integration
+
+test-e2e: $(STAMP) system-deps
+	$(PYTEST) tests/e2e
+
+bench: $(STAMP) system-deps
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) .tools runs

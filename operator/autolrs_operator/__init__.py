@@ -1,0 +1,1 @@
+"""The AutoLRSJob operator (kopf). Importing this package registers the handlers."""
