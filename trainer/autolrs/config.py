@@ -29,6 +29,7 @@ PRESET_VALUES: dict[str, dict[str, Any]] = {
         "forecast_source": "val",
         "acq_optimizer": "lbfgs",
         "divergence_score": 1e6,
+        "risk_averse": False,
     },
     "default": {
         "kappa": 1.96,
@@ -40,6 +41,7 @@ PRESET_VALUES: dict[str, dict[str, Any]] = {
         "forecast_source": "auto",
         "acq_optimizer": "sampling",
         "divergence_score": None,
+        "risk_averse": True,
     },
 }
 
@@ -67,6 +69,7 @@ CAMEL_NAMES: dict[str, str] = {
     "acq_optimizer": "acqOptimizer",
     "divergence_factor": "divergenceFactor",
     "divergence_score": "divergenceScore",
+    "risk_averse": "riskAverse",
     "lr_scaling": "lrScaling",
     "reference_batch_size": "referenceBatchSize",
 }
@@ -96,13 +99,14 @@ class AutoLRSConfig:
     keep_best_trial: bool | None = None
     early_stop_trials: bool | None = None
     adaptive_trials: bool | None = None
-    min_trials: int = 3
+    min_trials: int = 4
     warm_start: bool | None = None
     fit_final_stage: bool | None = None
     forecast_source: str | None = None
     acq_optimizer: str | None = None
     divergence_factor: float = 4.0
     divergence_score: float | None = None
+    risk_averse: bool | None = None
     # Distributed: rescale [min_lr, max_lr] with the global batch size.
     lr_scaling: str = "none"
     reference_batch_size: int | None = None

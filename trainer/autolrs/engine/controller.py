@@ -1,0 +1,648 @@
+"""The AutoLRS stage controller: observations in, actions out, state as one JSON-able dict.
+
+Training is cut into stages. A stage snapshots the model, tries LRs proposed by the BO for
+``tau'`` steps each (restoring the snapshot between trials), forecasts each trial's loss at
+``tau`` steps, then exploits the best LR. No torch, no I/O: the wrapper applies the actions.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from autolrs.config import AutoLRSConfig
+from autolrs.engine.bo import LRSearch, Observation, SearchSpace
+from autolrs.engine.forecast import MIN_POINTS, Forecast, forecast_loss
+
+STATE_VERSION = 1
+RECENT_LOSSES = 10        # window for the stage's reference loss and the exploit's end loss
+VAL_POINTS = 16           # validation evaluations per trial in validation mode (reference)
+ADAPTIVE_KAPPA = 2.0      # LCB weight of the "can the search still improve?" test
+ADAPTIVE_MARGIN = 0.01    # relative improvement the search must still promise to go on
+MIN_FINAL_TRIAL_STEPS = MIN_POINTS * 2
+
+PHASES = ("warmup", "search", "exploit", "done")
+
+
+@dataclass(frozen=True)
+class Action:
+    """One thing the wrapper must do before the next optimizer step.
+
+    kind: ``set_lr`` (lr), ``snapshot``/``restore``/``drop`` (slot: ``stage`` or ``best``),
+    ``evaluate`` (call val_fn, then ``observe_val_loss``), ``done``.
+    """
+
+    kind: str
+    lr: float | None = None
+    slot: str | None = None
+
+
+def set_lr(lr: float) -> Action:
+    return Action("set_lr", lr=lr)
+
+
+class StageController:
+    """The AutoLRS algorithm as a state machine (see module docstring)."""
+
+    def __init__(self, config: AutoLRSConfig, has_val: bool = False):
+        cfg = config if config._resolved else config.resolved()
+        self.cfg = cfg
+        self.s: dict[str, Any] = {
+            "version": STATE_VERSION,
+            "config": cfg.to_dict(),
+            "has_val": bool(has_val),
+            "started": False,
+            "steps": 0,
+            "phase": "warmup",
+            "stage": 0,
+            "tau": cfg.tau,
+            "trial_steps": cfg.trial_steps,
+            "val_mode": False,
+            "lr": cfg.min_lr,
+            "warmup_done": 0,
+            "awaiting_val": None,
+            "recent": [],
+            "stage_record": None,
+            "trial": None,
+            "observations": [],
+            "prior": [],
+            "best_saved": None,
+            "exploit": None,
+            "history": [],
+            "forecast_errors": {"train": [], "val": []},
+            "last_val_loss": None,
+            "first_loss": None,
+        }
+        self.events: list[dict[str, Any]] = []
+
+    # ------------------------------------------------------------ state
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue exactly (a deep copy, JSON-able)."""
+        return copy.deepcopy(self.s)
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> "StageController":
+        """Rebuild a controller that makes exactly the decisions the saved one would have."""
+        if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
+            raise ValueError(
+                f"unsupported AutoLRS controller state (version {state.get('version')!r}, "
+                f"expected {STATE_VERSION})" if isinstance(state, dict)
+                else "AutoLRS controller state must be a dict"
+            )
+        cfg = AutoLRSConfig.from_dict(state["config"]).resolved()
+        ctrl = cls(cfg, has_val=state["has_val"])
+        ctrl.s = copy.deepcopy(state)
+        return ctrl
+
+    def drain_events(self) -> list[dict[str, Any]]:
+        """Events since the last call (trial ends, decisions, rollbacks, stage ends)."""
+        out, self.events = self.events, []
+        return out
+
+    # ------------------------------------------------------------ read-only view
+
+    @property
+    def lr(self) -> float:
+        """The LR of the next optimizer step."""
+        return self.s["lr"]
+
+    @property
+    def phase(self) -> str:
+        return self.s["phase"]
+
+    @property
+    def stage(self) -> int:
+        return self.s["stage"]
+
+    @property
+    def tau(self) -> int:
+        return self.s["tau"]
+
+    @property
+    def steps(self) -> int:
+        return self.s["steps"]
+
+    @property
+    def done(self) -> bool:
+        return self.s["phase"] == "done"
+
+    @property
+    def awaiting_val(self) -> bool:
+        return self.s["awaiting_val"] is not None
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        """Finished stages, oldest first (JSON-able copies)."""
+        return copy.deepcopy(self.s["history"])
+
+    @property
+    def best_predicted_loss(self) -> float | None:
+        exploit = self.s["exploit"]
+        if exploit is not None:
+            return exploit["predicted"]
+        if self.s["history"]:
+            return self.s["history"][-1]["predicted_loss"]
+        return None
+
+    # ------------------------------------------------------------ observations
+
+    def start(self) -> list[Action]:
+        """Actions before the very first step (idempotent after a restore)."""
+        if self.s["started"]:
+            return [set_lr(self.lr)] if not self.done else []
+        self.s["started"] = True
+        if self.cfg.warmup_steps > 0:
+            self.s["phase"] = "warmup"
+            self.s["lr"] = self._warmup_lr(0)
+            return [set_lr(self.lr)]
+        return self._begin_stage()
+
+    def observe_loss(self, loss: float) -> list[Action]:
+        """Feed the training loss of the optimizer step just taken."""
+        if not self.s["started"]:
+            raise RuntimeError("call start() before the first observe_loss()")
+        if self.done:
+            return []
+        if self.s["awaiting_val"] is not None:
+            raise RuntimeError("a validation loss is pending: call observe_val_loss() first")
+        loss = float(loss)
+        self.s["steps"] += 1
+        if math.isfinite(loss):
+            if self.s["first_loss"] is None:
+                self.s["first_loss"] = loss
+            recent = self.s["recent"]
+            recent.append(loss)
+            del recent[:-RECENT_LOSSES]
+        if self.cfg.max_steps is not None and self.s["steps"] >= self.cfg.max_steps:
+            return self._finish("max_steps reached")
+        phase = self.s["phase"]
+        if phase == "warmup":
+            return self._on_warmup_step()
+        if phase == "search":
+            return self._on_trial_step(loss)
+        return self._on_exploit_step(loss)
+
+    def observe_val_loss(self, loss: float) -> list[Action]:
+        """Feed the validation loss asked for by an ``evaluate`` action."""
+        waiting = self.s["awaiting_val"]
+        if waiting is None:
+            raise RuntimeError("no validation loss was asked for")
+        self.s["awaiting_val"] = None
+        loss = float(loss)
+        if waiting == "trial":
+            trial = self.s["trial"]
+            if not math.isfinite(loss):
+                return self._end_trial("diverged")
+            trial["val_losses"].append(loss)
+            if trial["steps"] >= self.s["trial_steps"]:
+                return self._end_trial("completed")
+            return []
+        self.s["exploit"]["val_loss"] = loss if math.isfinite(loss) else None
+        return self._end_stage()
+
+    # ------------------------------------------------------------ warmup
+
+    def _warmup_lr(self, done: int) -> float:
+        return self.cfg.warmup_lr * (done + 1) / self.cfg.warmup_steps
+
+    def _on_warmup_step(self) -> list[Action]:
+        self.s["warmup_done"] += 1
+        if self.s["warmup_done"] >= self.cfg.warmup_steps:
+            return self._begin_stage()
+        self.s["lr"] = self._warmup_lr(self.s["warmup_done"])
+        return [set_lr(self.lr)]
+
+    # ------------------------------------------------------------ stages
+
+    def _remaining(self) -> int | None:
+        if self.cfg.max_steps is None:
+            return None
+        return self.cfg.max_steps - self.s["steps"]
+
+    def _stage_cost(self, tau: int, trial_steps: int) -> int:
+        kept = trial_steps if self.cfg.keep_best_trial else 0
+        return self.cfg.trials_per_stage * trial_steps + tau - kept
+
+    def _begin_stage(self) -> list[Action]:
+        s = self.s
+        s["phase"] = "search"
+        s["observations"] = []
+        s["best_saved"] = None
+        s["exploit"] = None
+        remaining = self._remaining()
+        final = False
+        if self.cfg.fit_final_stage and remaining is not None:
+            cost = self._stage_cost(s["tau"], s["trial_steps"])
+            if remaining < cost:
+                final = True
+                scale = remaining / cost
+                tau = max(1, int(s["tau"] * scale))
+                trial = max(1, round(tau * self.cfg.trial_fraction))
+                if trial < MIN_FINAL_TRIAL_STEPS and s["history"]:
+                    return self._begin_final_exploit(remaining)
+                s["tau"], s["trial_steps"] = max(tau, trial), trial
+        s["stage_record"] = {
+            "stage": s["stage"],
+            "tau": s["tau"],
+            "trial_steps": s["trial_steps"],
+            "val_mode": s["val_mode"],
+            "final": final,
+            "start_step": s["steps"],
+            "reference_loss": _mean(s["recent"]),
+            "reference_val_loss": s["last_val_loss"],
+            "rollbacks": [],
+        }
+        first = self._first_trial_lr()
+        self._start_trial(first)
+        return [Action("snapshot", slot="stage"), set_lr(first)]
+
+    def _begin_final_exploit(self, remaining: int) -> list[Action]:
+        """Too little budget left for a search: keep the last stage's LR to the end."""
+        s = self.s
+        lr = s["history"][-1]["lr"]
+        s["stage_record"] = {
+            "stage": s["stage"], "tau": remaining, "trial_steps": 0,
+            "val_mode": s["val_mode"], "final": True, "start_step": s["steps"],
+            "reference_loss": _mean(s["recent"]), "rollbacks": [],
+        }
+        s["phase"] = "exploit"
+        s["exploit"] = {"lr": lr, "rank": 0, "ranking": [], "remaining": remaining, "done": 0,
+                        "predicted": None, "source": "train", "tail": [], "val_loss": None,
+                        "search_steps": 0}
+        s["lr"] = lr
+        self.events.append({"type": "decision", "stage": s["stage"], "lr": lr, "tau": remaining,
+                            "predicted_loss": None, "trials": 0, "step": s["steps"]})
+        return [Action("snapshot", slot="stage"), set_lr(lr)]
+
+    def _search(self) -> LRSearch:
+        space = SearchSpace(
+            min_lr=self.cfg.min_lr, max_lr=self.cfg.max_lr, kappa=self.cfg.kappa,
+            acq_optimizer=self.cfg.acq_optimizer, divergence_score=self.cfg.divergence_score,
+        )
+        return LRSearch(space, seed=self.cfg.seed, stage=self.s["stage"])
+
+    def _bo_observations(self) -> list[Observation]:
+        own = [Observation(o["lr"], o["score"]) for o in self.s["observations"]]
+        prior = self._shifted_prior()
+        return prior + own
+
+    def _shifted_prior(self) -> list[Observation]:
+        """Last stage's scores moved onto this stage's loss scale: the previous best LR,
+        re-tried first, anchors the shift. Empty until that anchor has a score."""
+        prior = self.s["prior"]
+        if not prior or not self.s["observations"]:
+            return []
+        anchor = self.s["observations"][0]
+        if anchor["score"] is None:
+            return []
+        prior_best = min(prior, key=lambda p: p["score"])
+        offset = anchor["score"] - prior_best["score"]
+        return [Observation(p["lr"], p["score"] + offset, prior=True)
+                for p in prior if abs(math.log10(p["lr"]) - math.log10(anchor["lr"])) > 1e-3]
+
+    def _first_trial_lr(self) -> float:
+        if self.cfg.warm_start and self.s["prior"]:
+            return min(self.s["prior"], key=lambda p: p["score"])["lr"]
+        return self._search().propose([], self.s["stage_record"]["reference_loss"])
+
+    def _start_trial(self, lr: float) -> None:
+        self.s["trial"] = {"index": len(self.s["observations"]), "lr": lr, "steps": 0,
+                           "losses": [], "val_losses": [], "start_step": self.s["steps"]}
+        self.s["lr"] = lr
+        self.events.append({"type": "trial_start", "stage": self.s["stage"], "lr": lr,
+                            "trial": self.s["trial"]["index"], "step": self.s["steps"]})
+
+    # ------------------------------------------------------------ search
+
+    def _diverged(self, loss: float) -> bool:
+        """Non-finite, or ``divergence_factor`` times above both the stage's starting loss
+        and the run's first loss (a spike near the noise floor is not a divergence)."""
+        if not math.isfinite(loss):
+            return True
+        levels = [v for v in (self.s["stage_record"]["reference_loss"], self.s["first_loss"])
+                  if v is not None and v > 0]
+        return bool(levels) and loss > self.cfg.divergence_factor * max(levels)
+
+    def _val_every(self) -> int:
+        return max(1, self.s["trial_steps"] // VAL_POINTS)
+
+    def _on_trial_step(self, loss: float) -> list[Action]:
+        s = self.s
+        trial = s["trial"]
+        trial["steps"] += 1
+        record = s["stage_record"]
+        if record["reference_loss"] is None and math.isfinite(loss):
+            record["reference_loss"] = loss  # first stage without warmup: its first loss
+        if self._diverged(loss):
+            return self._end_trial("diverged")
+        trial["losses"].append(loss)
+        if s["val_mode"] and trial["steps"] % self._val_every() == 0:
+            s["awaiting_val"] = "trial"
+            return [Action("evaluate")]
+        if self._hopeless(trial):
+            return self._end_trial("early_stopped")
+        if trial["steps"] >= s["trial_steps"]:
+            return self._end_trial("completed")
+        return []
+
+    def _hopeless(self, trial: dict[str, Any]) -> bool:
+        """Early stop: half-way through, the trial's own forecast (minus two standard
+        deviations) is still worse than the stage's best completed forecast."""
+        s = self.s
+        if not self.cfg.early_stop_trials or s["val_mode"]:
+            return False
+        check_at = s["trial_steps"] // 2
+        if check_at < 2 * MIN_POINTS or trial["steps"] != check_at:
+            return False
+        best = self._best_observation()
+        if best is None:
+            return False
+        partial = forecast_loss(trial["losses"], s["tau"])
+        trial["partial_forecast"] = partial.value
+        return partial.value - 2.0 * partial.std > best["score"]
+
+    def _best_observation(self) -> dict[str, Any] | None:
+        scored = [o for o in self.s["observations"]
+                  if o["score"] is not None and o["outcome"] == "completed"]
+        return min(scored, key=self._selection_score) if scored else None
+
+    def _forecast_source(self) -> str:
+        if not self.s["val_mode"]:
+            return "train"
+        source = self.cfg.forecast_source
+        if source != "auto":
+            return source
+        errors = self.s["forecast_errors"]
+        if not errors["val"] or not errors["train"]:
+            return "val"
+        train = _mean([abs(e) for e in errors["train"][-3:]])
+        val = _mean([abs(e) for e in errors["val"][-3:]])
+        return "train" if train < val else "val"
+
+    def _score_trial(self, trial: dict[str, Any]) -> tuple[Forecast, Forecast | None, str]:
+        s = self.s
+        train = forecast_loss(trial["losses"], s["tau"], is_training=True)
+        val = None
+        if s["val_mode"] and trial["val_losses"]:
+            every = self._val_every()
+            val = forecast_loss(trial["val_losses"], s["tau"] // every, is_training=False)
+            reference = s["stage_record"]["reference_val_loss"]
+            # Reference rule: a trial whose validation loss rose to the stage's starting
+            # level is scored by its last validation loss, not an extrapolation.
+            if reference is not None and max(trial["val_losses"]) >= reference:
+                last = trial["val_losses"][-1]
+                val = Forecast(last, val.std, False, "validation loss not below stage start")
+        source = self._forecast_source()
+        if source == "val" and val is None:
+            source = "train"
+        return train, val, source
+
+    def _end_trial(self, outcome: str) -> list[Action]:
+        s = self.s
+        trial = s["trial"]
+        record: dict[str, Any] = {
+            "lr": trial["lr"], "steps": trial["steps"], "outcome": outcome,
+            "start_step": trial["start_step"],
+            "score": None, "std": None, "reliable": False, "reason": "",
+            "forecast_train": None, "forecast_val": None, "source": None,
+        }
+        if outcome == "diverged":
+            record["reason"] = "loss diverged"
+        else:
+            train, val, source = self._score_trial(trial)
+            chosen = val if source == "val" else train
+            record.update(
+                score=_finite_or_none(chosen.value), std=_finite_or_none(chosen.std),
+                reliable=chosen.reliable, reason=chosen.reason, source=source,
+                forecast_train=_finite_or_none(train.value),
+                forecast_val=None if val is None else _finite_or_none(val.value),
+            )
+            if outcome == "early_stopped":
+                record["reason"] = "stopped early: forecast clearly worse than the best trial"
+            if record["score"] is None:
+                record["outcome"] = "diverged"
+        s["observations"].append(record)
+        self.events.append({"type": "trial_end", "stage": s["stage"], "step": s["steps"],
+                            **record, "trial": trial["index"]})
+        s["trial"] = None
+
+        actions: list[Action] = []
+        best = self._best_observation()
+        is_best = best is record
+        searching = self._keep_searching()
+        if self.cfg.keep_best_trial and is_best and searching:
+            actions.append(Action("snapshot", slot="best"))
+            s["best_saved"] = len(s["observations"]) - 1
+        if not searching:
+            return actions + self._begin_exploit(rank=0, last_trial_is_best=is_best)
+        next_lr = self._search().propose(self._bo_observations(),
+                                         s["stage_record"]["reference_loss"])
+        self._start_trial(next_lr)
+        return actions + [Action("restore", slot="stage"), set_lr(next_lr)]
+
+    def _keep_searching(self) -> bool:
+        s = self.s
+        done = len(s["observations"])
+        if done >= self.cfg.trials_per_stage:
+            return False
+        remaining = self._remaining()
+        if remaining is not None and remaining <= s["trial_steps"]:
+            return False  # no budget for another trial: exploit what we have
+        if not self.cfg.adaptive_trials or done < self.cfg.min_trials:
+            return True
+        best = self._best_observation()
+        if best is None:
+            return True
+        bound, _ = self._search().lower_bound(self._bo_observations(), ADAPTIVE_KAPPA,
+                                              s["stage_record"]["reference_loss"])
+        margin = max(ADAPTIVE_MARGIN * abs(best["score"]), best["std"] or 0.0)
+        return best["score"] - bound > margin
+
+    # ------------------------------------------------------------ exploit
+
+    def _ranking(self) -> list[int]:
+        """Indices of the stage's trials with a score, best first. Risk-averse selection
+        ranks by ``score + std`` so a shaky extrapolation does not beat a sound one."""
+        obs = self.s["observations"]
+        scored = [i for i, o in enumerate(obs) if o["score"] is not None]
+        return sorted(scored, key=lambda i: (self._selection_score(obs[i]), i))
+
+    def _selection_score(self, observation: dict[str, Any]) -> float:
+        if self.cfg.risk_averse:
+            return observation["score"] + (observation["std"] or 0.0)
+        return observation["score"]
+
+    def _begin_exploit(self, rank: int, last_trial_is_best: bool = False) -> list[Action]:
+        s = self.s
+        ranking = self._ranking()
+        record = s["stage_record"]
+        actions: list[Action] = []
+        if rank < len(ranking):
+            chosen = s["observations"][ranking[rank]]
+            lr, predicted = chosen["lr"], chosen["score"]
+        else:
+            # Every trial diverged (or every candidate failed in exploit): fall back to a
+            # tenth of the smallest LR tried, never below min_lr.
+            tried = [o["lr"] for o in s["observations"]] or [self.cfg.min_lr * 10]
+            lr, predicted = max(min(tried) / 10, self.cfg.min_lr), None
+        remaining = s["tau"]
+        continue_from_trial = (
+            rank == 0 and self.cfg.keep_best_trial and ranking
+            and s["observations"][ranking[0]]["outcome"] == "completed"
+        )
+        if continue_from_trial and last_trial_is_best:
+            remaining = s["tau"] - s["trial_steps"]
+        elif continue_from_trial and s["best_saved"] == ranking[0]:
+            actions += [Action("restore", slot="best"), Action("drop", slot="best")]
+            remaining = s["tau"] - s["trial_steps"]
+        else:
+            actions.append(Action("restore", slot="stage"))
+            if s["best_saved"] is not None:
+                actions.append(Action("drop", slot="best"))
+        s["best_saved"] = None
+        search_steps = s["steps"] - record["start_step"]
+        s["phase"] = "exploit"
+        s["exploit"] = {"lr": lr, "rank": rank, "ranking": ranking, "remaining": max(remaining, 1),
+                        "done": 0, "predicted": predicted, "source": None, "tail": [],
+                        "val_loss": None, "search_steps": search_steps}
+        if rank < len(ranking):
+            s["exploit"]["source"] = s["observations"][ranking[rank]]["source"]
+        s["lr"] = lr
+        self.events.append({"type": "decision", "stage": s["stage"], "lr": lr, "tau": s["tau"],
+                            "predicted_loss": predicted, "trials": len(s["observations"]),
+                            "rank": rank, "step": s["steps"]})
+        return actions + [set_lr(lr)]
+
+    def _on_exploit_step(self, loss: float) -> list[Action]:
+        s = self.s
+        exploit = s["exploit"]
+        if self._diverged(loss):
+            return self._rollback(loss)
+        exploit["done"] += 1
+        tail = exploit["tail"]
+        tail.append(loss)
+        del tail[:-RECENT_LOSSES]
+        if exploit["done"] < exploit["remaining"]:
+            return []
+        if s["has_val"] and (s["val_mode"] or self.cfg.forecast_source == "auto"):
+            s["awaiting_val"] = "exploit_end"
+            return [Action("evaluate")]
+        return self._end_stage()
+
+    def _rollback(self, loss: float) -> list[Action]:
+        """Exploit diverged: back to the stage snapshot, continue with the next-best LR."""
+        s = self.s
+        exploit = s["exploit"]
+        s["stage_record"]["rollbacks"].append(
+            {"lr": exploit["lr"], "step": s["steps"], "loss": _finite_or_none(loss)})
+        self.events.append({"type": "rollback", "stage": s["stage"], "lr": exploit["lr"],
+                            "step": s["steps"]})
+        rank = exploit["rank"] + 1
+        record = s["stage_record"]
+        if record["trial_steps"] == 0:  # final exploit without search: halve the LR
+            exploit.update(lr=exploit["lr"] / 2, done=0, tail=[])
+            s["lr"] = exploit["lr"]
+            return [Action("restore", slot="stage"), set_lr(s["lr"])]
+        actions = self._begin_exploit(rank)
+        if actions[0].kind != "restore" or actions[0].slot != "stage":
+            actions.insert(0, Action("restore", slot="stage"))
+        return actions
+
+    def _end_stage(self) -> list[Action]:
+        s = self.s
+        exploit, record = s["exploit"], s["stage_record"]
+        actual = _mean(exploit["tail"])
+        error_train = _relative_error(
+            _winner_field(s, "forecast_train"), actual)
+        error_val = _relative_error(_winner_field(s, "forecast_val"), exploit["val_loss"])
+        if error_train is not None:
+            s["forecast_errors"]["train"].append(error_train)
+        if error_val is not None:
+            s["forecast_errors"]["val"].append(error_val)
+        error = error_val if exploit["source"] == "val" else error_train
+        trials = s["observations"]
+        outcomes = Counter(o["outcome"] for o in trials)
+        record.update(
+            lr=exploit["lr"], predicted_loss=exploit["predicted"], forecast_source=exploit["source"],
+            actual_loss=actual, val_loss=exploit["val_loss"], forecast_error=error,
+            forecast_error_train=error_train, forecast_error_val=error_val,
+            trials=trials, trials_completed=outcomes["completed"],
+            trials_early_stopped=outcomes["early_stopped"], trials_diverged=outcomes["diverged"],
+            search_steps=exploit["search_steps"],
+            exploit_steps=s["steps"] - record["start_step"] - exploit["search_steps"],
+            end_step=s["steps"],
+        )
+        s["history"].append(record)
+        self.events.append({"type": "stage_end", "stage": s["stage"], "step": s["steps"],
+                            "lr": exploit["lr"], "forecast_error": error, "actual_loss": actual})
+        # Warm start: this stage's scored trials inform the next stage's GP.
+        s["prior"] = [{"lr": o["lr"], "score": o["score"]} for o in trials
+                      if o["score"] is not None] if self.cfg.warm_start else []
+        if exploit["val_loss"] is not None:
+            s["last_val_loss"] = exploit["val_loss"]
+        s["stage"] += 1
+        if s["tau"] < self.cfg.tau_max and not record["final"]:
+            s["tau"] = min(s["tau"] * 2, self.cfg.tau_max)
+            s["trial_steps"] = max(1, round(s["tau"] * self.cfg.trial_fraction))
+        elif s["has_val"] and not record["final"]:
+            s["val_mode"] = True
+        s["exploit"] = None
+        if self._remaining() is not None and self._remaining() <= 0:
+            return self._finish("max_steps reached")
+        return self._begin_stage()
+
+    # ------------------------------------------------------------ end
+
+    def _finish(self, reason: str) -> list[Action]:
+        """Budget spent. Mid-search, leave the model in the best state known, not a trial's."""
+        s = self.s
+        actions: list[Action] = []
+        if s["phase"] == "search":
+            best = self._best_observation()
+            if s["best_saved"] is not None:
+                actions.append(Action("restore", slot="best"))
+                s["lr"] = s["observations"][s["best_saved"]]["lr"]
+            else:
+                actions.append(Action("restore", slot="stage"))
+                if best is not None:
+                    s["lr"] = best["lr"]
+                elif s["history"]:
+                    s["lr"] = s["history"][-1]["lr"]
+            actions.append(set_lr(s["lr"]))
+        if s["phase"] in ("search", "exploit") and s["stage_record"] is not None:
+            record = s["stage_record"]
+            record.update(lr=s["lr"], end_step=s["steps"], trials=s["observations"],
+                          incomplete=True,
+                          predicted_loss=(s["exploit"] or {}).get("predicted"))
+            s["history"].append(record)
+        s["phase"] = "done"
+        s["trial"] = None
+        s["awaiting_val"] = None
+        self.events.append({"type": "done", "step": s["steps"], "reason": reason})
+        return actions + [Action("done")]
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def _finite_or_none(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
+def _relative_error(predicted: float | None, actual: float | None) -> float | None:
+    if predicted is None or actual is None or actual == 0:
+        return None
+    return (predicted - actual) / abs(actual)
+
+
+def _winner_field(state: dict[str, Any], field: str) -> float | None:
+    exploit = state["exploit"]
+    ranking = exploit["ranking"]
+    if exploit["rank"] >= len(ranking):
+        return None
+    return state["observations"][ranking[exploit["rank"]]][field]

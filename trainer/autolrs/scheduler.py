@@ -1,0 +1,316 @@
+"""AutoLRS: the torch wrapper that feels like one more LR scheduler.
+
+It feeds each step's loss to the pure StageController and applies the actions it returns:
+set the LR (keeping each param group's ratio to the first), snapshot or restore model and
+optimizer in memory, evaluate, finish. Optional parts report outside: a StateStore
+(decisions, state, heartbeat) and a metrics object (Prometheus).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Callable, Protocol
+
+import torch
+
+from autolrs.config import AutoLRSConfig
+from autolrs.engine.controller import Action, StageController
+from autolrs.snapshot import TrainingSnapshot
+from autolrs.stores.base import StateStore
+
+STATE_FORMAT = 1
+HEARTBEAT_SECONDS = 5.0
+HEARTBEAT_TTL_SECONDS = 60.0
+
+
+class Coordinator(Protocol):
+    """How ranks agree (single process: identity). See ``autolrs.distributed``."""
+
+    is_main: bool
+
+    def mean_over_ranks(self, value: float) -> float: ...
+
+    def broadcast_object(self, obj: Any, src: int = 0) -> Any: ...
+
+
+class SingleProcess:
+    """The coordinator of a run without a process group."""
+
+    is_main = True
+
+    def mean_over_ranks(self, value: float) -> float:
+        return value
+
+    def broadcast_object(self, obj: Any, src: int = 0) -> Any:
+        return obj
+
+
+class AutoLRS:
+    """Tune the LR of ``optimizer`` during training with AutoLRS.
+
+    Call ``step(loss)`` after every ``optimizer.step()``; stop when ``done``.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        config: AutoLRSConfig | None = None,
+        val_fn: Callable[[], float] | None = None,
+        *,
+        store: StateStore | None = None,
+        metrics: Any | None = None,
+        coordinator: Coordinator | None = None,
+    ):
+        if config is None:
+            config = AutoLRSConfig.from_env()
+        if not isinstance(config, AutoLRSConfig):
+            raise TypeError(f"config must be an AutoLRSConfig, got {type(config).__name__}")
+        if not optimizer.param_groups:
+            raise ValueError("optimizer has no param groups")
+        self.model = model
+        self.optimizer = optimizer
+        self.config = config.resolved()
+        self.val_fn = val_fn
+        self.store = store
+        self.metrics = metrics
+        self.coordinator: Coordinator = coordinator or SingleProcess()
+        first_lr = float(optimizer.param_groups[0]["lr"])
+        self._lr_ratios = [
+            float(g["lr"]) / first_lr if first_lr > 0 else 1.0 for g in optimizer.param_groups
+        ]
+        self._controller = StageController(self.config, has_val=val_fn is not None)
+        self._snapshots: dict[str, TrainingSnapshot] = {}
+        # A restarted writer continues from the stored version; an older one still
+        # running then loses its next compare-and-set.
+        self._store_version = store.load_state()[0] if store is not None else 0
+        self._last_heartbeat = 0.0
+        self.last_checkpoint_step: int | None = None
+        self._started = False
+        self._follower_view: dict[str, Any] = {}
+        self.start()
+
+    # ------------------------------------------------------------ public view
+    # Rank 0 owns the controller; other ranks see the view rank 0 broadcasts with each
+    # batch of actions.
+
+    def _view(self) -> dict[str, Any]:
+        if not self.coordinator.is_main:
+            return self._follower_view
+        return self._controller_view()
+
+    def _controller_view(self) -> dict[str, Any]:
+        c = self._controller
+        return {"lr": c.lr, "stage": c.stage, "tau": c.tau, "phase": c.phase,
+                "steps": c.steps, "done": c.done}
+
+    @property
+    def lr(self) -> float:
+        """The LR the next optimizer step uses (first param group)."""
+        return self._view()["lr"]
+
+    @property
+    def stage(self) -> int:
+        """The current stage, counted from 0."""
+        return self._view()["stage"]
+
+    @property
+    def tau(self) -> int:
+        """The current stage's length in steps."""
+        return self._view()["tau"]
+
+    @property
+    def phase(self) -> str:
+        """``"warmup"``, ``"search"``, ``"exploit"`` or ``"done"``."""
+        return self._view()["phase"]
+
+    @property
+    def steps(self) -> int:
+        """Every optimizer step taken so far, trial steps included."""
+        return self._view()["steps"]
+
+    @property
+    def done(self) -> bool:
+        """True once ``max_steps`` optimizer steps were taken."""
+        return self._view()["done"]
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        """The stage decisions (JSON-able): trials, chosen LR, forecasts, errors."""
+        return self._controller.history
+
+    @property
+    def best_predicted_loss(self) -> float | None:
+        """The forecast loss of the LR in use (None before the first decision)."""
+        return self._controller.best_predicted_loss
+
+    @property
+    def controller(self) -> StageController:
+        """The pure controller (read it, do not drive it directly)."""
+        return self._controller
+
+    # ------------------------------------------------------------ training loop
+
+    def start(self) -> None:
+        """Apply the first LR and take the first stage snapshot (done by the constructor)."""
+        if self._started:
+            return
+        self._started = True
+        actions = self._controller.start() if self.coordinator.is_main else None
+        self._run(actions)
+
+    def step(self, loss: float | torch.Tensor) -> None:
+        """Report the loss of the optimizer step just taken; may set a new LR or restore
+        model and optimizer to a snapshot before the next step."""
+        if self.done:
+            return
+        value = float(loss.detach().float().mean()) if torch.is_tensor(loss) else float(loss)
+        value = self.coordinator.mean_over_ranks(value)
+        phase = self.phase
+        start = time.perf_counter()
+        actions = self._controller.observe_loss(value) if self.coordinator.is_main else None
+        self._run(actions, decision_started=start)
+        if self.metrics is not None and self.coordinator.is_main:
+            self.metrics.on_step(phase, value, self.lr)
+        self._maybe_heartbeat()
+
+    def _run(self, actions: list[Action] | None, decision_started: float | None = None) -> None:
+        """Apply actions (broadcast from rank 0), evaluating as often as asked."""
+        while True:
+            actions, view = self.coordinator.broadcast_object(
+                (actions, self._view() if self.coordinator.is_main else None))
+            self._follower_view = view
+            evaluate = self._apply(actions)
+            self._publish(decision_started)
+            if not evaluate:
+                break
+            value = self._evaluate()
+            actions = (self._controller.observe_val_loss(value)
+                       if self.coordinator.is_main else None)
+        self._set_group_lrs(self.lr)
+
+    def _evaluate(self) -> float:
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                value = float(self.val_fn())
+        finally:
+            self.model.train(was_training)
+        value = self.coordinator.mean_over_ranks(value)
+        if self.metrics is not None and math.isfinite(value):
+            self.metrics.on_val_loss(value)
+        return value
+
+    def _apply(self, actions: list[Action]) -> bool:
+        evaluate = False
+        for action in actions:
+            if action.kind == "set_lr":
+                self._set_group_lrs(action.lr)
+            elif action.kind == "snapshot":
+                snap = self._snapshots.setdefault(action.slot, TrainingSnapshot())
+                snap.capture(self.model, self.optimizer)
+                if self.metrics is not None:
+                    self.metrics.on_snapshot(snap.seconds)
+            elif action.kind == "restore":
+                self._snapshots[action.slot].restore(self.model, self.optimizer)
+                if self.metrics is not None:
+                    self.metrics.on_restore()
+            elif action.kind == "drop":
+                self._snapshots.pop(action.slot, None)
+            elif action.kind == "evaluate":
+                if self.val_fn is None:
+                    raise RuntimeError("AutoLRS asked for a validation loss but val_fn is None")
+                evaluate = True
+            elif action.kind == "done":
+                pass
+            else:
+                raise ValueError(f"unknown AutoLRS action {action.kind!r}")
+        return evaluate
+
+    def _set_group_lrs(self, lr: float) -> None:
+        for group, ratio in zip(self.optimizer.param_groups, self._lr_ratios):
+            group["lr"] = lr * ratio
+
+    # ------------------------------------------------------------ reporting
+
+    def _publish(self, decision_started: float | None) -> None:
+        """Send the controller's new events to the metrics and the store (rank 0 only)."""
+        if not self.coordinator.is_main:
+            return
+        events = self._controller.drain_events()
+        decided = False
+        for event in events:
+            kind = event["type"]
+            if self.metrics is not None:
+                if kind == "trial_start":
+                    self.metrics.on_trial_start(event["lr"])
+                elif kind == "trial_end":
+                    self.metrics.on_trial_end(event["outcome"])
+                elif kind == "decision":
+                    seconds = (time.perf_counter() - decision_started
+                               if decision_started is not None else 0.0)
+                    self.metrics.on_decision(event["stage"], event["tau"], event["lr"],
+                                             event["predicted_loss"], seconds)
+                elif kind == "stage_end" and event.get("forecast_error") is not None:
+                    self.metrics.on_forecast_error(event["forecast_error"])
+            if kind in ("trial_end", "decision", "rollback", "stage_end", "done"):
+                decided = True
+                if self.store is not None:
+                    self.store.append_decision(event)
+        if decided and self.store is not None:
+            self.save_to_store()
+
+    def save_to_store(self) -> None:
+        """Write the controller state with compare-and-set (a stale writer raises)."""
+        if self.store is None or not self.coordinator.is_main:
+            return
+        self._store_version = self.store.save_state(self._controller.state_dict(),
+                                                    self._store_version)
+        self._heartbeat()
+
+    def _maybe_heartbeat(self) -> None:
+        if self.store is None or not self.coordinator.is_main:
+            return
+        if time.monotonic() - self._last_heartbeat >= HEARTBEAT_SECONDS:
+            self._heartbeat()
+
+    def _heartbeat(self) -> None:
+        self._last_heartbeat = time.monotonic()
+        self.store.heartbeat(self.heartbeat_info(), HEARTBEAT_TTL_SECONDS)
+
+    def heartbeat_info(self) -> dict[str, Any]:
+        """What the operator reads: step, stage, tau, LR, phase, best predicted loss."""
+        return {"step": self.steps, "stage": self.stage, "tau": self.tau, "lr": self.lr,
+                "phase": self.phase, "best_predicted_loss": self.best_predicted_loss,
+                "last_checkpoint_step": self.last_checkpoint_step, "time": time.time()}
+
+    # ------------------------------------------------------------ state
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue exactly: controller state and in-memory snapshots."""
+        return {
+            "format": STATE_FORMAT,
+            "controller": self._controller.state_dict(),
+            "snapshots": {slot: snap.state_dict() for slot, snap in self._snapshots.items()},
+            "lr_ratios": list(self._lr_ratios),
+            "started": self._started,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from ``state_dict()``; load model and optimizer state first."""
+        if state.get("format") != STATE_FORMAT:
+            raise ValueError(f"unsupported AutoLRS state format {state.get('format')!r}")
+        self._controller = StageController.from_state(state["controller"])
+        self.config = self._controller.cfg
+        self._snapshots = {}
+        for slot, snap_state in state["snapshots"].items():
+            snap = TrainingSnapshot()
+            snap.load_state_dict(snap_state)
+            self._snapshots[slot] = snap
+        self._lr_ratios = list(state["lr_ratios"])
+        self._started = bool(state["started"])
+        self._follower_view = self._controller_view()
+        if self._started:
+            self._set_group_lrs(self._controller.lr)
