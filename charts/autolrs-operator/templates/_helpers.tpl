@@ -17,9 +17,10 @@
 {{- end -}}
 {{- end -}}
 
-{{/* Name of a component's objects: "<fullname>-<suffix>", at most 63 characters. */}}
+{{/* Name of a component's objects: "<fullname>-<suffix>", at most .max (default 63) characters. */}}
 {{- define "autolrs.componentName" -}}
-{{- $full := include "autolrs.fullname" .root | trunc (int (sub 62 (len .suffix))) | trimSuffix "-" -}}
+{{- $max := .max | default 63 -}}
+{{- $full := include "autolrs.fullname" .root | trunc (int (sub (sub $max 1) (len .suffix))) | trimSuffix "-" -}}
 {{- printf "%s-%s" $full .suffix -}}
 {{- end -}}
 
@@ -76,8 +77,9 @@ app.kubernetes.io/component: {{ .component }}
 {{- default (include "autolrs.fullname" .) .Values.operator.peeringName -}}
 {{- end -}}
 
+{{/* At most 52 characters: the StatefulSet's controller-revision-hash label appends 11. */}}
 {{- define "autolrs.redisName" -}}
-{{- include "autolrs.componentName" (dict "root" . "suffix" "redis") -}}
+{{- include "autolrs.componentName" (dict "root" . "suffix" "redis" "max" 52) -}}
 {{- end -}}
 
 {{/* Secret holding the Redis password, or "" when there is none. */}}
