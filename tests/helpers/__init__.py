@@ -1,0 +1,1 @@
+"""Shared test helpers: real services (Redis, Prometheus) started on free loopback ports."""
