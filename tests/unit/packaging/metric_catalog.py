@@ -1,9 +1,9 @@
 """The Prometheus series that the trainer and the operator expose, and PromQL parsing.
 
 The monitoring assets (Grafana dashboard, alert rules) may only query series that exist.
-`exposed_series()` collects them from the real metrics modules (`autolrs.metrics`,
-`autolrs_operator.metrics`) rendered with `prometheus_client.generate_latest` on a fresh
-registry. A module that does not exist yet is stood in for by the DESIGN.md contract
+`trainer_exposition()` and `operator_exposition()` collect them from the real metrics
+modules (`autolrs.metrics`, `autolrs_operator.metrics`) rendered with
+`prometheus_client.generate_latest` on a fresh registry. A module that does not exist yet is stood in for by the DESIGN.md contract
 below, kept in this one place.
 """
 
@@ -57,6 +57,7 @@ class Exposition:
 
     source: str
     families: dict[str, str]
+    parsed: tuple = ()
 
     @property
     def series(self) -> set[str]:
@@ -65,60 +66,51 @@ class Exposition:
                 for suffix in SAMPLE_SUFFIXES[kind]}
 
 
-def _families_from_module(module_name: str) -> dict[str, str] | None:
-    """Register every metric of `module_name` on a fresh registry and parse its exposition.
+def _parse(registry: CollectorRegistry) -> tuple[dict[str, str], list]:
+    text = generate_latest(registry).decode()
+    families = list(text_string_to_metric_families(text))
+    return {family.name: family.type for family in families}, families
 
-    The module must offer a callable taking a `registry` keyword that registers its
-    metrics there (a class or a factory function); returns None if the module is absent.
-    """
+
+def _import_or_none(module_name: str):
     try:
-        module = importlib.import_module(module_name)
+        return importlib.import_module(module_name)
     except ModuleNotFoundError as error:
         if error.name and module_name.startswith(error.name):
             return None
         raise
-    registry = CollectorRegistry()
-    registered = False
-    for _, member in inspect.getmembers(module, callable):
-        if getattr(member, "__module__", None) != module.__name__:
-            continue
-        try:
-            parameters = inspect.signature(member).parameters
-        except (TypeError, ValueError):
-            continue
-        if "registry" not in parameters:
-            continue
-        required = [p for n, p in parameters.items() if n != "registry"
-                    and p.default is inspect.Parameter.empty
-                    and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
-        if required:
-            continue
-        member(registry=registry)
-        registered = True
-    if not registered:
-        raise AssertionError(
-            f"{module_name} has no class or function that registers its metrics on a given "
-            "`registry=` with all other arguments defaulted; the packaging tests need one "
-            "to read the real exposition")
-    text = generate_latest(registry).decode()
-    return {family.name: family.type for family in text_string_to_metric_families(text)}
 
 
 def trainer_exposition() -> Exposition:
-    """The trainer's metrics: from `autolrs.metrics` when it exists, else DESIGN.md."""
-    families = _families_from_module("autolrs.metrics")
-    if families is None:
+    """The trainer's metrics: `autolrs.metrics.TrainerMetrics` on a fresh registry."""
+    module = _import_or_none("autolrs.metrics")
+    if module is None:
         return Exposition("DESIGN.md (autolrs.metrics not written yet)", DESIGN_TRAINER_METRICS)
-    return Exposition("autolrs.metrics", families)
+    registry = CollectorRegistry()
+    module.TrainerMetrics(job="digits", namespace="ml", registry=registry)
+    families, parsed = _parse(registry)
+    return Exposition("autolrs.metrics", families, tuple(parsed))
 
 
 def operator_exposition() -> Exposition:
-    """The operator's metrics: from `autolrs_operator.metrics` when it exists, else DESIGN.md."""
-    families = _families_from_module("autolrs_operator.metrics")
-    if families is None:
+    """The operator's metrics: `autolrs_operator.metrics` on a fresh registry, else DESIGN.md.
+
+    The module's metrics class (any public class taking `registry=`) is instantiated.
+    """
+    module = _import_or_none("autolrs_operator.metrics")
+    if module is None:
         return Exposition("DESIGN.md (autolrs_operator.metrics not written yet)",
                           DESIGN_OPERATOR_METRICS)
-    return Exposition("autolrs_operator.metrics", families)
+    registry = CollectorRegistry()
+    factories = [member for name, member in inspect.getmembers(module, inspect.isclass)
+                 if member.__module__ == module.__name__ and not name.startswith("_")
+                 and "registry" in inspect.signature(member).parameters]
+    if len(factories) != 1:
+        raise AssertionError("autolrs_operator.metrics should have one class taking "
+                             f"`registry=`, found {[f.__name__ for f in factories]}")
+    factories[0](registry=registry)
+    families, parsed = _parse(registry)
+    return Exposition("autolrs_operator.metrics", families, tuple(parsed))
 
 
 PROMQL_KEYWORDS = {

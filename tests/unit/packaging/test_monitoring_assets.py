@@ -81,7 +81,8 @@ def test_dashboard_panels_do_not_overlap(dashboard):
 
 @pytest.mark.parametrize("topic, metrics", [
     ("LR schedule with trial LRs", {"autolrs_learning_rate", "autolrs_trial_learning_rate"}),
-    ("train loss and forecast", {"autolrs_train_loss", "autolrs_predicted_loss"}),
+    ("train/val loss and forecast", {"autolrs_train_loss", "autolrs_val_loss",
+                                      "autolrs_predicted_loss"}),
     ("stage and tau", {"autolrs_stage", "autolrs_tau_steps"}),
     ("steps per second by phase", {"autolrs_optimizer_steps_total"}),
     ("restarts", {"autolrs_operator_pod_restarts_total"}),
@@ -136,3 +137,13 @@ def test_per_job_alerts_keep_the_job_labels(alert_rules):
         assert "by (namespace, job)" in rule["expr"], \
             f"{rule['alert']} must name the AutoLRSJob (namespace, job) it fires for"
         assert "$labels.job" in rule["annotations"]["summary"], rule["alert"]
+
+
+def test_trainer_series_carry_the_job_labels_the_dashboard_filters_on():
+    exposition = trainer_exposition()
+    if not exposition.parsed:
+        pytest.fail(f"trainer metrics read from {exposition.source}: nothing to check labels on")
+    for family in exposition.parsed:
+        for sample in family.samples:
+            assert {"job": "digits", "namespace": "ml"}.items() <= sample.labels.items(), \
+                f"{sample.name} lacks the labels job/namespace"
