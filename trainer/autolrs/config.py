@@ -246,11 +246,8 @@ class AutoLRSConfig:
             raise ValueError(f"seed must be in [0, 2**32), got {self.seed}")
         if self.preset not in PRESETS:
             raise ValueError(f"preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
-        if not 1 <= self.min_trials <= self.trials_per_stage:
-            raise ValueError(
-                f"min_trials must be in [1, trials_per_stage={self.trials_per_stage}], "
-                f"got {self.min_trials}"
-            )
+        if not 1 <= self.min_trials <= 100:
+            raise ValueError(f"min_trials must be in [1, 100], got {self.min_trials}")
         if self.forecast_source is not None and self.forecast_source not in ("train", "val", "auto"):
             raise ValueError(
                 f"forecast_source must be one of train, val, auto, got {self.forecast_source!r}"

@@ -1,0 +1,148 @@
+"""The AutoLRS torch wrapper: LR groups, restores, state_dict round trips, real training."""
+
+import copy
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from autolrs import AutoLRS, AutoLRSConfig
+from autolrs.stores.file import FileStore
+from autolrs.tasks.digits import digits_task
+from autolrs.tasks.loop import train
+
+
+def small_config(**overrides):
+    base = dict(min_lr=1e-3, max_lr=0.5, tau=20, tau_max=40, trial_fraction=0.25,
+                trials_per_stage=3, max_steps=150, seed=0)
+    base.update(overrides)
+    return AutoLRSConfig(**base)
+
+
+def regression_setup(seed=0):
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Linear(16, 1))
+    return model, torch.Generator().manual_seed(seed)
+
+
+def loss_for(model, gen):
+    x = torch.randn(32, 4, generator=gen)
+    y = x.sum(dim=1, keepdim=True)
+    return nn.functional.mse_loss(model(x), y)
+
+
+def run(sched, model, optimizer, gen, steps=None):
+    lrs = []
+    while not sched.done and (steps is None or sched.steps < steps):
+        lrs.append([g["lr"] for g in optimizer.param_groups])
+        loss = loss_for(model, gen)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        sched.step(loss)
+    return lrs
+
+
+def test_param_groups_keep_their_ratio_to_the_first_group():
+    model, gen = regression_setup()
+    optimizer = torch.optim.SGD([
+        {"params": model[0].parameters(), "lr": 0.1},
+        {"params": model[2].parameters(), "lr": 0.01},
+    ], momentum=0.9)
+    sched = AutoLRS(model, optimizer, small_config())
+    lrs = run(sched, model, optimizer, gen)
+    assert len({round(a, 12) for a, _ in lrs}) > 3  # AutoLRS moved the LR
+    for first, second in lrs:
+        assert second == pytest.approx(first * 0.1)
+
+
+def test_first_step_already_uses_autolrs_lr_and_restores_set_the_lr():
+    model, gen = regression_setup()
+    optimizer = torch.optim.SGD(model.parameters(), lr=123.0, momentum=0.9)
+    sched = AutoLRS(model, optimizer, small_config(preset="paper"))
+    assert optimizer.param_groups[0]["lr"] == sched.lr != 123.0
+    lrs = run(sched, model, optimizer, gen)
+    trials = [t for h in sched.history for t in h["trials"]]
+    # Every trial's LR is the LR of each of its steps: no step at a stale LR after a restore.
+    position = 0
+    for stage in sched.history:
+        for trial in stage["trials"]:
+            steps = lrs[trial["start_step"]:trial["start_step"] + trial["steps"]]
+            assert all(lr[0] == trial["lr"] for lr in steps)
+    assert trials and position == 0
+
+
+def test_state_dict_round_trip_continues_exactly():
+    def fresh():
+        model, gen = regression_setup(seed=3)
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        return model, gen, optimizer
+
+    model, gen, optimizer = fresh()
+    sched = AutoLRS(model, optimizer, small_config(max_steps=120))
+    reference_lrs = run(sched, model, optimizer, gen)
+    reference_history = sched.history
+
+    model, gen, optimizer = fresh()
+    sched = AutoLRS(model, optimizer, small_config(max_steps=120))
+    first_lrs = run(sched, model, optimizer, gen, steps=37)  # mid-search
+    saved = copy.deepcopy({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                           "autolrs": sched.state_dict(), "gen": gen.get_state()})
+    model2, _, optimizer2 = fresh()
+    model2.load_state_dict(saved["model"])
+    optimizer2.load_state_dict(saved["optimizer"])
+    sched2 = AutoLRS(model2, optimizer2, small_config(max_steps=120))
+    sched2.load_state_dict(saved["autolrs"])
+    gen2 = torch.Generator()
+    gen2.set_state(saved["gen"])
+    rest = run(sched2, model2, optimizer2, gen2)
+    assert first_lrs + rest == reference_lrs
+    assert sched2.history == reference_history
+    json.dumps(sched2.state_dict()["controller"], allow_nan=False)
+
+
+def test_config_from_environment(monkeypatch):
+    model, _ = regression_setup()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    monkeypatch.setenv("AUTOLRS_CONFIG", json.dumps({"minLR": 0.01, "maxLR": 0.2, "tau": 50}))
+    sched = AutoLRS(model, optimizer)
+    assert (sched.config.min_lr, sched.config.max_lr, sched.config.tau) == (0.01, 0.2, 50)
+    monkeypatch.setenv("AUTOLRS_CONFIG", json.dumps({"minLR": 0.5, "maxLR": 0.2}))
+    with pytest.raises(ValueError, match="min_lr must be > 0 and < max_lr"):
+        AutoLRS(model, optimizer)
+
+
+def test_store_receives_decisions_state_and_heartbeat(tmp_path):
+    model, gen = regression_setup()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    store = FileStore(tmp_path)
+    sched = AutoLRS(model, optimizer, small_config(), store=store)
+    run(sched, model, optimizer, gen)
+    decisions = store.decisions()
+    assert [d["type"] for d in decisions].count("decision") == len(sched.history)
+    version, state = store.load_state()
+    assert version > 0 and state["steps"] == sched.steps
+    beat = store.read_heartbeat()
+    assert beat["step"] == sched.steps and beat["phase"] == "done"
+
+
+def test_autolrs_beats_a_badly_chosen_constant_lr_on_digits():
+    torch.set_num_threads(2)
+    task = digits_task(seed=0)
+    steps = 800
+
+    model = task.make_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    sched = AutoLRS(model, optimizer, AutoLRSConfig(min_lr=1e-3, max_lr=0.3, tau=100,
+                                                    tau_max=200, max_steps=steps, seed=0))
+    train(task, model, optimizer, steps, after_step=lambda s, l: (sched.step(l), sched.done)[1],
+          eval_every=steps)
+    autolrs_loss, autolrs_acc = task.evaluate(model)
+
+    bad = task.make_model()
+    bad_optimizer = torch.optim.SGD(bad.parameters(), lr=1e-4, momentum=0.9)  # too small
+    train(task, bad, bad_optimizer, steps, eval_every=steps)
+    bad_loss, bad_acc = task.evaluate(bad)
+    assert autolrs_loss < bad_loss * 0.5
+    assert autolrs_acc > bad_acc
