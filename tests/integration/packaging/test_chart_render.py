@@ -134,6 +134,8 @@ def test_objects_live_in_the_release_namespace(rendered, name):
             assert namespace is None, obj["metadata"]["name"]
         elif obj["kind"] in {"Role", "RoleBinding", "KopfPeering"}:
             assert namespace in watched
+        elif obj["kind"] == "Secret":
+            assert namespace in watched | {NAMESPACE}, "password copies go to job namespaces"
         else:
             assert namespace == NAMESPACE, f"{obj['kind']}/{obj['metadata']['name']}"
 
@@ -280,9 +282,6 @@ def test_redis_with_existing_secret_and_no_persistence(rendered):
     assert "emptyDir" in volumes["data"]
     env = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in _container(statefulset, "redis")["env"]}
     assert env["REDIS_PASSWORD"]["name"] == "my-redis"
-    operator_env = {e["name"]: e.get("value") for e in
-                    _container(one(objects, "Deployment"), "operator")["env"]}
-    assert operator_env["AUTOLRS_DEFAULT_STORE_SECRET"] == "my-redis/redis-password"
 
 
 def test_networkpolicy_lets_only_the_operator_and_workers_reach_redis(rendered):
@@ -306,21 +305,32 @@ def test_networkpolicy_lets_only_the_operator_and_workers_reach_redis(rendered):
             {"key": "kubernetes.io/metadata.name", "operator": "In", "values": namespaces}]
 
 
-def test_operator_gets_the_state_store(rendered):
-    def env_of(name):
-        container = _container(one(_objects(rendered, name), "Deployment"), "operator")
-        return {e["name"]: e.get("value") for e in container["env"]}
+def test_password_secret_is_copied_to_job_namespaces(rendered):
+    def secrets(name):
+        return {(obj["metadata"]["namespace"], obj["metadata"]["name"]): obj["data"]
+                for obj in by_kind(_objects(rendered, name), "Secret")}
 
-    defaults = env_of("defaults")
-    redis_service = one(_objects(rendered, "defaults"), "Service", "-redis")["metadata"]["name"]
-    assert defaults["AUTOLRS_DEFAULT_STORE_URL"] == \
-        f"redis://{redis_service}.{NAMESPACE}.svc:6379/0"
-    external = env_of("external-redis")
-    assert external["AUTOLRS_DEFAULT_STORE_URL"] == "rediss://redis.infra.svc:6380/2"
-    assert external["AUTOLRS_DEFAULT_STORE_SECRET"] == "redis-auth/password"
-    minimal = env_of("minimal")
-    assert "AUTOLRS_DEFAULT_STORE_URL" not in minimal
-    assert "AUTOLRS_DEFAULT_STORE_SECRET" not in minimal
+    (only,) = secrets("defaults")
+    assert only[0] == NAMESPACE
+    copies = secrets("namespaced-rbac")
+    assert {namespace for namespace, _ in copies} == {NAMESPACE, "team-a", "team-b"}
+    assert len({name for _, name in copies}) == 1, "jobs reference the Secret by one name"
+    assert len({json.dumps(data) for data in copies.values()}) == 1, "one password everywhere"
+
+
+def test_notes_tell_jobs_how_to_reach_the_state_store(helm):
+    notes = helm.notes({"rbac": {"scope": "namespaced", "namespaces": ["team-a"]}})
+    snippet = yaml.safe_load(notes[notes.index("    spec:"):notes.index("Monitoring:")])
+    store = snippet["spec"]["stateStore"]
+    assert store["url"] == f"redis://{RELEASE}-autolrs-operator-redis.{NAMESPACE}.svc:6379/0"
+    assert store["secretRef"] == {"name": f"{RELEASE}-autolrs-operator-redis",
+                                  "key": "redis-password"}
+    assert f"is in: {NAMESPACE}, team-a." in notes
+    notes = helm.notes(VALUES_SETS["external-redis"])
+    snippet = yaml.safe_load(notes[notes.index("    spec:"):notes.index("Monitoring:")])
+    assert snippet["spec"]["stateStore"] == {
+        "url": "rediss://redis.infra.svc:6380/2",
+        "secretRef": {"name": "redis-auth", "key": "password"}}
 
 
 def test_image_reference(rendered):
