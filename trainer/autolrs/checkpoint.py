@@ -10,7 +10,8 @@ stall of the training loop), then one background thread writes ``.ckpt-*.tmp``, 
 it, writes the checksum file atomically, renames the data file into place and fsyncs the
 folder. The rename is the commit: a ``ckpt-*.pt`` name exists only once its data and
 checksum are durable, so a writer killed at any moment leaves either the previous set of
-checkpoints or the new one, plus stray temp files that the next manager removes.
+checkpoints or the new one, plus stray temp files that the next writer removes before
+its first write (and that loading ignores). Only one process (rank 0) should save.
 At most one write is in flight: a save called during a write waits for it to finish (so
 host memory holds one copy and every requested checkpoint lands). Only the newest
 ``keep_last`` checkpoints (by step; the one just written always among them) are kept.
@@ -128,10 +129,7 @@ class CheckpointManager:
         self._pending: tuple[int, Any] | None = None
         self._error: CheckpointError | None = None
         self._closed = False
-        self.remove_stray_files()
-        self._writer = threading.Thread(target=self._write_forever, daemon=True,
-                                        name=f"checkpoint-writer {self.directory}")
-        self._writer.start()
+        self._writer: threading.Thread | None = None
 
     # ------------------------------------------------------------ saving
 
@@ -153,6 +151,10 @@ class CheckpointManager:
         host_payload = to_host(payload)
         with self._cond:
             self._pending = (step, host_payload)
+            if self._writer is None:
+                self._writer = threading.Thread(target=self._write_forever, daemon=True,
+                                                name=f"checkpoint-writer {self.directory}")
+                self._writer.start()
             self._cond.notify_all()
         self.last_save_seconds = time.perf_counter() - started
         return self.last_save_seconds
@@ -179,7 +181,8 @@ class CheckpointManager:
             with self._cond:
                 self._closed = True
                 self._cond.notify_all()
-            self._writer.join()
+            if self._writer is not None:
+                self._writer.join()
 
     def __enter__(self) -> "CheckpointManager":
         return self
@@ -193,6 +196,10 @@ class CheckpointManager:
             raise error
 
     def _write_forever(self) -> None:
+        try:
+            self.remove_stray_files()
+        except OSError as exc:
+            log.warning("cannot remove stray checkpoint files in %s: %s", self.directory, exc)
         while True:
             with self._cond:
                 while self._pending is None and not self._closed:
@@ -325,7 +332,8 @@ class CheckpointManager:
 
     def remove_stray_files(self) -> int:
         """Delete temp files of interrupted writes and checksum files without data;
-        returns how many were removed. Called when the manager is created."""
+        returns how many were removed. The writer thread calls it before its first write,
+        so managers that only load (other ranks) never touch the folder."""
         removed = 0
         entries = set(os.listdir(self.directory))
         for entry in entries:

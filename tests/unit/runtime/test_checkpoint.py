@@ -165,9 +165,13 @@ def test_stray_temp_files_and_orphan_checksums_are_removed_and_ignored(tmp_path)
     (tmp_path / ".ckpt-000000004.pt.abc123.tmp").write_bytes(b"half a checkpoint")
     (tmp_path / ".ckpt-000000004.pt.sha256.def456.tmp").write_bytes(b"half")
     (tmp_path / checksum_name(9)).write_text("0" * 64 + "  " + checkpoint_name(9) + "\n")
-    ckpt = CheckpointManager(tmp_path)
-    assert sorted(os.listdir(tmp_path)) == [checkpoint_name(3), checksum_name(3)]
-    assert ckpt.load_latest()[0] == 3
+    reader = CheckpointManager(tmp_path)
+    assert reader.load_latest()[0] == 3
+    assert len(os.listdir(tmp_path)) == 5  # a manager that only loads changes nothing
+    with CheckpointManager(tmp_path, keep_last=5) as writer:
+        writer.save(4, {"w": torch.ones(1)})
+    names = [checkpoint_name(3), checksum_name(3), checkpoint_name(4), checksum_name(4)]
+    assert sorted(os.listdir(tmp_path)) == names
 
 
 def test_a_failed_write_is_raised_by_the_next_call_and_leaves_no_file(tmp_path):
