@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -18,6 +19,48 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_command(argv: list[str], environ: dict[str, str] | None = None) -> tuple[list[str], dict[str, str]]:
+    """The torchrun command line and environment for `autolrs run [OPTIONS] -- SCRIPT ARGS`.
+
+    Our options: ``--run-dir DIR`` (local defaults for the store and checkpoints when the
+    AUTOLRS_* variables are unset). Every other option before ``--`` goes to torchrun.
+    """
+    if "--" not in argv:
+        raise ValueError("usage: autolrs run [--run-dir DIR] [torchrun options] -- script.py [args]")
+    split = argv.index("--")
+    options, script = argv[:split], argv[split + 1:]
+    if not script:
+        raise ValueError("autolrs run: give the training script after --")
+    env = dict(os.environ if environ is None else environ)
+    run_dir = None
+    torchrun_options: list[str] = []
+    i = 0
+    while i < len(options):
+        if options[i] == "--run-dir":
+            if i + 1 >= len(options):
+                raise ValueError("autolrs run: --run-dir needs a folder")
+            run_dir = Path(options[i + 1])
+            i += 2
+            continue
+        if options[i].startswith("--run-dir="):
+            run_dir = Path(options[i].split("=", 1)[1])
+        else:
+            torchrun_options.append(options[i])
+        i += 1
+    if run_dir is not None:
+        env.setdefault("AUTOLRS_STORE_URL", f"file://{run_dir.resolve()}/store")
+        env.setdefault("AUTOLRS_CHECKPOINT_DIR", str(run_dir.resolve() / "checkpoints"))
+    env.setdefault("OMP_NUM_THREADS", "1")
+    command = [sys.executable, "-m", "torch.distributed.run", *torchrun_options, *script]
+    return command, env
+
+
+def _run(argv: list[str]) -> int:
+    command, env = run_command(argv)
+    os.execvpe(command[0], command, env)
+    return 0  # not reached
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (sub-commands demo and run)."""
     parser = argparse.ArgumentParser(prog="autolrs", description=__doc__)
@@ -30,14 +73,19 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     demo.add_argument("--no-progress", action="store_true", help="no progress bar")
     demo.set_defaults(func=_demo)
+    sub.add_parser("run", help="start a training script under torchrun: "
+                               "autolrs run [--run-dir DIR] [torchrun options] -- script.py [args]")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `autolrs` console script."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
     try:
+        if argv and argv[0] == "run":
+            return _run(argv[1:])
+        parser = build_parser()
+        args = parser.parse_args(argv)
         return args.func(args)
     except ValueError as exc:
         print(f"autolrs: error: {exc}", file=sys.stderr)

@@ -8,6 +8,7 @@ optimizer in memory, evaluate, finish. Optional parts report outside: a StateSto
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from typing import Any, Callable, Protocol
@@ -16,8 +17,12 @@ import torch
 
 from autolrs.config import AutoLRSConfig
 from autolrs.engine.controller import Action, StageController
+from autolrs.rng import get_rng_states, set_rng_states
+from autolrs.runtime import Runtime
 from autolrs.snapshot import TrainingSnapshot
 from autolrs.stores.base import StateStore
+
+log = logging.getLogger(__name__)
 
 STATE_FORMAT = 1
 HEARTBEAT_SECONDS = 5.0
@@ -50,6 +55,10 @@ class AutoLRS:
     """Tune the LR of ``optimizer`` during training with AutoLRS.
 
     Call ``step(loss)`` after every ``optimizer.step()``; stop when ``done``.
+
+    With no config it reads ``AUTOLRS_CONFIG``. The runtime (state store, metrics port,
+    checkpoint folder, ranks) comes from the environment unless given; where a valid
+    checkpoint exists, model, optimizer and AutoLRS resume from it before the first step.
     """
 
     def __init__(
@@ -62,6 +71,8 @@ class AutoLRS:
         store: StateStore | None = None,
         metrics: Any | None = None,
         coordinator: Coordinator | None = None,
+        runtime: Runtime | None = None,
+        batch_size: int | None = None,
     ):
         if config is None:
             config = AutoLRSConfig.from_env()
@@ -69,13 +80,17 @@ class AutoLRS:
             raise TypeError(f"config must be an AutoLRSConfig, got {type(config).__name__}")
         if not optimizer.param_groups:
             raise ValueError("optimizer has no param groups")
+        self.runtime = runtime if runtime is not None else Runtime.from_env()
         self.model = model
         self.optimizer = optimizer
-        self.config = config.resolved()
         self.val_fn = val_fn
-        self.store = store
-        self.metrics = metrics
-        self.coordinator: Coordinator = coordinator or SingleProcess()
+        self.store = store if store is not None else self.runtime.store
+        self.metrics = metrics if metrics is not None else self.runtime.metrics
+        self.coordinator: Coordinator = (coordinator or self.runtime.coordinator
+                                         or SingleProcess())
+        self.checkpoints = self.runtime.checkpoints
+        self.batch_size = batch_size
+        self.config = self._scaled(config).resolved()
         first_lr = float(optimizer.param_groups[0]["lr"])
         self._lr_ratios = [
             float(g["lr"]) / first_lr if first_lr > 0 else 1.0 for g in optimizer.param_groups
@@ -89,8 +104,21 @@ class AutoLRS:
         self.last_checkpoint_step: int | None = None
         self._started = False
         self._follower_view: dict[str, Any] = {}
+        self._checkpoint_due = False
         self.start()
+        if self.checkpoints is not None:
+            self.resume_from_checkpoint()
 
+    def _world_size(self) -> int:
+        return int(getattr(self.coordinator, "world_size", 1))
+
+    def _scaled(self, config: AutoLRSConfig) -> AutoLRSConfig:
+        """The LR interval for this run's global batch (``lr_scaling``; off by default)."""
+        if config.lr_scaling == "none":
+            return config
+        if self.batch_size is None:
+            raise ValueError("lr_scaling needs AutoLRS(..., batch_size=<per-rank batch size>)")
+        return config.scaled_for_batch(self.batch_size * self._world_size())
     # ------------------------------------------------------------ public view
     # Rank 0 owns the controller; other ranks see the view rank 0 broadcasts with each
     # batch of actions.
@@ -173,6 +201,12 @@ class AutoLRS:
         self._run(actions, decision_started=start)
         if self.metrics is not None and self.coordinator.is_main:
             self.metrics.on_step(phase, value, self.lr)
+        if self.checkpoints is not None:
+            every = self.runtime.checkpoint_every
+            if self._checkpoint_due or self.steps % every == 0 or self.done:
+                self.save_checkpoint()
+            if self.done:
+                self.checkpoints.wait()
         self._maybe_heartbeat()
 
     def _run(self, actions: list[Action] | None, decision_started: float | None = None) -> None:
@@ -255,6 +289,8 @@ class AutoLRS:
                                              event["predicted_loss"], seconds)
                 elif kind == "stage_end" and event.get("forecast_error") is not None:
                     self.metrics.on_forecast_error(event["forecast_error"])
+            if kind in ("stage_end", "done"):
+                self._checkpoint_due = True
             if kind in ("trial_end", "decision", "rollback", "stage_end", "done"):
                 decided = True
                 if self.store is not None:
@@ -285,6 +321,44 @@ class AutoLRS:
         return {"step": self.steps, "stage": self.stage, "tau": self.tau, "lr": self.lr,
                 "phase": self.phase, "best_predicted_loss": self.best_predicted_loss,
                 "last_checkpoint_step": self.last_checkpoint_step, "time": time.time()}
+
+    # ------------------------------------------------------------ checkpoints
+
+    def checkpoint_payload(self) -> dict[str, Any]:
+        """Model, optimizer, AutoLRS state (snapshots included), RNG states and step."""
+        return {"step": self.steps, "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "autolrs": self.state_dict(),
+                "rng": get_rng_states()}
+
+    def save_checkpoint(self) -> None:
+        """Write a durable checkpoint now (rank 0; the write runs in the background)."""
+        self._checkpoint_due = False
+        if self.checkpoints is None or not self.coordinator.is_main:
+            return
+        stalled = self.checkpoints.save(self.steps, self.checkpoint_payload())
+        self.last_checkpoint_step = self.steps
+        if self.metrics is not None:
+            self.metrics.on_checkpoint(stalled)
+
+    def resume_from_checkpoint(self) -> bool:
+        """Load the newest valid checkpoint, if any (every rank reads the shared folder)."""
+        found = self.checkpoints.load_latest(map_location="cpu")
+        if found is None:
+            return False
+        step, payload = found
+        self.model.load_state_dict(payload["model"])
+        self.optimizer.load_state_dict(payload["optimizer"])
+        self.load_state_dict(payload["autolrs"])
+        set_rng_states(payload["rng"])
+        self.last_checkpoint_step = step
+        log.info("AutoLRS resumed from the checkpoint of step %d", step)
+        return True
+
+    def close(self) -> None:
+        """Finish background checkpoint writes and close what the runtime opened."""
+        if self.checkpoints is not None:
+            self.checkpoints.wait()
+        self.runtime.close()
 
     # ------------------------------------------------------------ state
 
