@@ -83,8 +83,10 @@ WORKDIR /app
 COPY --chown=10001:10001 examples ./examples
 USER 10001:10001
 
-# 8080: kopf liveness (/healthz); 9100: operator metrics. Trainer pods serve their metrics
-# on AUTOLRS_METRICS_PORT, set by the operator.
+# 8080: kopf liveness (/healthz); 9100: operator metrics (the operator's own default, 8080,
+# would clash with the liveness port). Trainer pods serve their metrics on
+# AUTOLRS_METRICS_PORT, set by the operator.
+ENV AUTOLRS_OPERATOR_METRICS_PORT=9100
 EXPOSE 8080 9100
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
   CMD ["autolrs-healthcheck"]

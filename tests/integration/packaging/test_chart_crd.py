@@ -27,6 +27,14 @@ def example_jobs() -> list[dict]:
     return jobs
 
 
+def test_projects_crd_parses():
+    try:
+        crds = [doc for doc in yaml.safe_load_all(SOURCE_CRD.read_text()) if doc]
+    except yaml.YAMLError as error:
+        pytest.fail(f"crds/autolrsjob.yaml is not valid YAML, so helm cannot install it: {error}")
+    assert [crd["metadata"]["name"] for crd in crds] == ["autolrsjobs.autolrs.io"]
+
+
 def test_chart_crd_is_the_projects_crd():
     assert CHART_CRD.read_bytes() == SOURCE_CRD.read_bytes(), (
         "charts/autolrs-operator/crds/autolrsjob.yaml differs from crds/autolrsjob.yaml, "

@@ -48,6 +48,7 @@ VALUES_SETS = {
         "networkPolicy": {"allowedNamespaces": ["research"]}}}},
 }
 MONITORING_CRDS = ("monitoring.coreos.com/v1",)
+VALUES_SETS_METRICS_PORT = yaml.safe_load((CHART_DIR / "values.yaml").read_text())["operator"]["metricsPort"]
 
 
 @pytest.fixture(scope="module")
@@ -331,6 +332,31 @@ def test_notes_tell_jobs_how_to_reach_the_state_store(helm):
     assert snippet["spec"]["stateStore"] == {
         "url": "rediss://redis.infra.svc:6380/2",
         "secretRef": {"name": "redis-auth", "key": "password"}}
+
+
+def _operator_settings(rendered, name):
+    """The operator's own settings parser fed the env the chart gives its container."""
+    from autolrs_operator.settings import OperatorSettings
+
+    container = _container(one(_objects(rendered, name), "Deployment"), "operator")
+    return OperatorSettings.from_env({e["name"]: e["value"] for e in container["env"]
+                                      if "value" in e})
+
+
+def test_operator_reads_the_env_the_chart_sets(rendered):
+    settings = _operator_settings(rendered, "defaults")
+    assert settings.metrics_port == VALUES_SETS_METRICS_PORT
+    redis = one(_objects(rendered, "defaults"), "Service", "-redis")["metadata"]["name"]
+    assert settings.default_store.url == f"redis://{redis}.{NAMESPACE}.svc:6379/0"
+    assert (settings.default_store.secret.name, settings.default_store.secret.key) == \
+        (redis, "redis-password")
+    external = _operator_settings(rendered, "external-redis").default_store
+    assert external.url == "rediss://redis.infra.svc:6380/2"
+    assert (external.secret.name, external.secret.key) == ("redis-auth", "password")
+    assert _operator_settings(rendered, "minimal").default_store is None
+    liveness = _container(one(_objects(rendered, "defaults"), "Deployment"), "operator")
+    assert {p["name"]: p["containerPort"] for p in liveness["ports"]}["metrics"] == \
+        settings.metrics_port
 
 
 def test_image_reference(rendered):

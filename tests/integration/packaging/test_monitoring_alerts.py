@@ -19,6 +19,9 @@ from chart_render import CHART_DIR, one
 
 RULES_FILE = CHART_DIR / "files" / "prometheus-rules.yaml"
 JOB = {"namespace": "ml", "job": "digits"}
+# Labels Prometheus adds to the operator's label-less series (its scrape target).
+OPERATOR_TARGET = {"job": "autolrs-operator-metrics", "namespace": "autolrs-system",
+                   "instance": "10.0.0.5:9100", "pod": "autolrs-operator-7d9f-x2x"}
 
 
 def _series(metric: str, labels: dict[str, str]) -> str:
@@ -68,14 +71,17 @@ CASES = [
     AlertCase("AutoLRSJobStalled", "the job finishes: its series end, nothing stalls",
               {_series("autolrs_optimizer_steps_total", {**JOB, "phase": "exploit"}): _steps(0, 100, 11)},
               "35m"),
-    AlertCase("AutoLRSJobRestartsClimbing", "a worker pod is replaced every minute",
-              {_series("autolrs_operator_pod_restarts_total", JOB): "0 0 1 2 3 4 5 6 7 8 9"},
-              "10m", labels=dict(JOB), value=9),
-    AlertCase("AutoLRSJobRestartsClimbing", "two restarts in 30 minutes stay below the threshold",
-              {_series("autolrs_operator_pod_restarts_total", JOB): "0 0 0 1 1 1 1 1 2 2 2 2 2 2 2 2"},
+    AlertCase("AutoLRSWorkerRestartsClimbing", "a worker pod is replaced every minute",
+              {_series("autolrs_operator_pod_restarts_total", OPERATOR_TARGET): "0 0 1 2 3 4 5 6 7 8 9"},
+              "10m", labels={"job": "autolrs-operator-metrics", "namespace": "autolrs-system"},
+              value=9),
+    AlertCase("AutoLRSWorkerRestartsClimbing", "two restarts in 30 minutes stay below the threshold",
+              {_series("autolrs_operator_pod_restarts_total", OPERATOR_TARGET):
+                   "0 0 0 1 1 1 1 1 2 2 2 2 2 2 2 2"},
               "15m"),
-    AlertCase("AutoLRSJobRestartsClimbing", "many restarts, but more than 30 minutes ago",
-              {_series("autolrs_operator_pod_restarts_total", JOB): "0 2 4 6 " + " ".join(["6"] * 40)},
+    AlertCase("AutoLRSWorkerRestartsClimbing", "many restarts, but more than 30 minutes ago",
+              {_series("autolrs_operator_pod_restarts_total", OPERATOR_TARGET):
+                   "0 2 4 6 " + " ".join(["6"] * 40)},
               "40m"),
     AlertCase("AutoLRSForecastUnreliable", "forecasts miss by 45% for 20 minutes",
               {_series("autolrs_forecast_error", JOB): " ".join(["0.45"] * 21)},

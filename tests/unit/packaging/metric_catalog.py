@@ -10,11 +10,11 @@ below, kept in this one place.
 from __future__ import annotations
 
 import importlib
-import inspect
 import re
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.parser import text_string_to_metric_families
 
 # DESIGN.md "Metrics", plus the two trainer gauges announced in the runtime issue.
@@ -93,22 +93,17 @@ def trainer_exposition() -> Exposition:
 
 
 def operator_exposition() -> Exposition:
-    """The operator's metrics: `autolrs_operator.metrics` on a fresh registry, else DESIGN.md.
-
-    The module's metrics class (any public class taking `registry=`) is instantiated.
-    """
+    """The operator's metrics: those `autolrs_operator.metrics` defines, on a fresh registry."""
     module = _import_or_none("autolrs_operator.metrics")
     if module is None:
         return Exposition("DESIGN.md (autolrs_operator.metrics not written yet)",
                           DESIGN_OPERATOR_METRICS)
     registry = CollectorRegistry()
-    factories = [member for name, member in inspect.getmembers(module, inspect.isclass)
-                 if member.__module__ == module.__name__ and not name.startswith("_")
-                 and "registry" in inspect.signature(member).parameters]
-    if len(factories) != 1:
-        raise AssertionError("autolrs_operator.metrics should have one class taking "
-                             f"`registry=`, found {[f.__name__ for f in factories]}")
-    factories[0](registry=registry)
+    collectors = [value for value in vars(module).values() if isinstance(value, MetricWrapperBase)]
+    if not collectors:
+        raise AssertionError("autolrs_operator.metrics defines no prometheus_client metric")
+    for collector in collectors:
+        registry.register(collector)
     families, parsed = _parse(registry)
     return Exposition("autolrs_operator.metrics", families, tuple(parsed))
 

@@ -243,6 +243,11 @@ def test_ports_and_healthcheck_match_the_chart(final, repo_root):
     assert {values["operator"]["livenessPort"], values["operator"]["metricsPort"]} <= exposed
     (cmd,) = final.all("CMD")
     assert f"--liveness=http://0.0.0.0:{values['operator']['livenessPort']}/healthz" in cmd.args
+    env = dict(assignment.split("=", 1) for instruction in final.all("ENV")
+               for assignment in shlex.split(instruction.args))
+    # The operator serves metrics on AUTOLRS_OPERATOR_METRICS_PORT: never the liveness port.
+    assert int(env["AUTOLRS_OPERATOR_METRICS_PORT"]) == values["operator"]["metricsPort"]
+    assert values["operator"]["metricsPort"] != values["operator"]["livenessPort"]
     (healthcheck,) = final.all("HEALTHCHECK")
     assert "autolrs-healthcheck" in healthcheck.args
     assert final.instructions.index(healthcheck) > final.instructions.index(final.all("USER")[-1])
