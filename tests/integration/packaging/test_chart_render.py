@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import shlex
 
 import pytest
@@ -401,6 +402,8 @@ def test_grafana_dashboard_configmap_holds_the_dashboard_file(rendered):
 def test_notes_tell_the_user_how_to_submit_and_follow_a_job(helm):
     notes = helm.notes()
     assert "kubectl apply" in notes and "examples/k8s/" in notes
+    for example in re.findall(r"-f (examples/\S+)", notes):
+        assert (CHART_DIR.parents[1] / example).is_file(), f"NOTES.txt names {example}: missing"
     assert "kubectl get autolrsjobs" in notes and "kubectl describe autolrsjob" in notes
     assert f"{RELEASE}-autolrs-operator-redis" in notes
     notes = helm.notes({"monitoring": {"prometheusOperator": {"enabled": True}},
