@@ -67,7 +67,18 @@ async def supervise(
         delay = SETTINGS.resync_seconds
         if decided.requeue_after is not None:
             delay = min(delay, decided.requeue_after)
-        await WAKEUPS.wait(namespace, name, delay)
+        await _sleep(stopped, namespace, name, delay)
+
+
+async def _sleep(stopped: kopf.DaemonStopped, namespace: str, name: str, delay: float) -> None:
+    """Sleep until woken, stopped (deletion, shutdown) or ``delay`` seconds passed."""
+    woken = asyncio.ensure_future(WAKEUPS.wait(namespace, name, delay))
+    halted = asyncio.ensure_future(stopped.wait())
+    try:
+        await asyncio.wait({woken, halted}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (woken, halted):
+            task.cancel()
 
 
 @kopf.on.event("v1", "pods", labels={LABEL_ROLE: ROLE_WORKER, LABEL_JOB: kopf.PRESENT})
