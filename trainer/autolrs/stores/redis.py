@@ -360,7 +360,7 @@ class RedisStore(StateStore):
                 lambda: self._client.xrange(self.decisions_key, min=start, max="+", count=1000),
                 "read the decisions",
             )
-            for entry_id, fields in entries:
+            for _, fields in entries:
                 out.append(json.loads(fields[b"data"]))
             if len(entries) < 1000:
                 return out
