@@ -20,7 +20,7 @@ TRAINER_METRICS_PORT = 9400
 DEFAULT_CHECKPOINT_PATH = "/checkpoints"
 CHECKPOINT_VOLUME = "checkpoints"
 SHM_VOLUME = "dshm"
-NON_ROOT_UID = 1000
+NON_ROOT_UID = 10001  # the project image's user (Dockerfile)
 
 ENV_JOB = "AUTOLRS_JOB"
 ENV_JOB_UID = "AUTOLRS_JOB_UID"
