@@ -25,8 +25,13 @@ import copy
 import datetime as dt
 import itertools
 import json
+import os
 import re
+import signal
+import subprocess
+import sys
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -837,3 +842,62 @@ class ClusterRunner:
         """Turn schema/CEL validation of custom resources on or off (to mimic an older CRD)."""
         self.call(lambda emulator: setattr(emulator, "validation", enabled))
 
+
+
+class OperatorProcess:
+    """``kopf run --standalone -A -m autolrs_operator`` as a subprocess against the emulator."""
+
+    def __init__(
+        self,
+        cluster: ClusterRunner,
+        kubeconfig: Path,
+        log_path: Path,
+        env: Mapping[str, str] | None = None,
+        liveness_port: int | None = None,
+    ) -> None:
+        self.cluster = cluster
+        self.kubeconfig = kubeconfig
+        self.log_path = log_path
+        self.env = dict(env or {})
+        self.liveness_port = liveness_port
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 60.0) -> "OperatorProcess":
+        """Start kopf and return once it watches AutoLRSJobs and pods (new watch streams seen)."""
+        before = (self.cluster.watches("autolrsjobs"), self.cluster.watches("pods"))
+        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), **self.env}
+        command = [sys.executable, "-m", "kopf", "run", "--standalone", "--all-namespaces",
+                   "-m", "autolrs_operator", "--verbose"]
+        if self.liveness_port:
+            command.append(f"--liveness=http://127.0.0.1:{self.liveness_port}/healthz")
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        deadline = time.monotonic() + timeout
+        while self.cluster.watches("autolrsjobs") <= before[0] or self.cluster.watches("pods") <= before[1]:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the operator exited with {self.process.returncode}:\n{self.log()[-3000:]}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the operator did not start watching in {timeout:.0f} s:\n{self.log()[-3000:]}")
+            time.sleep(0.05)
+        return self
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """SIGINT (kopf's graceful shutdown), then kill if it hangs."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGINT)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout)
+
+    @property
+    def alive(self) -> bool:
+        """Whether the operator process is still running."""
+        return self.process is not None and self.process.poll() is None
+
+    def log(self) -> str:
+        """Everything the operator printed so far."""
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

@@ -1,0 +1,158 @@
+"""The real operator (kopf subprocess) against the KMock cluster, driven by kubectl and the
+kubernetes client: create, scale, suspend, failure and backoff, success, invalid spec."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+
+import pytest
+
+from conftest import Kube, job_manifest, wait_for
+from tests.helpers.kmock_cluster import ClusterRunner, OperatorProcess
+
+pytestmark = pytest.mark.slow
+
+
+def metric(port: int, name: str, labels: str = "") -> float:
+    """One sample from the operator's /metrics (0 when absent)."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    for line in text.splitlines():
+        if line.startswith(f"{name}{labels} ") or (not labels and line.startswith(f"{name} ")):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def test_create_makes_service_and_pods_then_runs(kube: Kube, operator: OperatorProcess) -> None:
+    kube.apply(job_manifest("create"))
+    wait_for(lambda: kube.pod_names("create") == ["create-worker-0", "create-worker-1"], what="two worker pods")
+    job = kube.job("create")
+    service = kube.core.read_namespaced_service("create-rdzv", "default")
+    assert service.spec.cluster_ip == "None"
+    assert service.metadata.labels == {"autolrs.io/job": "create", "autolrs.io/role": "rendezvous"}
+    for pod in kube.pods("create"):
+        assert pod.metadata.labels["autolrs.io/role"] == "worker"
+        [owner] = pod.metadata.owner_references
+        assert (owner.kind, owner.name, owner.uid, owner.controller) == ("AutoLRSJob", "create", job["metadata"]["uid"], True)
+        env = {e.name: e.value for e in pod.spec.containers[0].env}
+        assert env["AUTOLRS_JOB"] == "default/create" and env["AUTOLRS_JOB_UID"] == job["metadata"]["uid"]
+        assert json.loads(env["AUTOLRS_CONFIG"])["minLR"] == 0.001
+        assert pod.spec.containers[0].command[:2] == ["torchrun", "--nnodes=1:3"]
+    wait_for(lambda: kube.status("create").get("phase") == "Pending", what="phase Pending")
+    assert kube.condition("create", "Created")["reason"] == "JobCreated"
+
+    kube.run_pods("create", 2)
+    wait_for(lambda: kube.status("create").get("phase") == "Running", what="phase Running")
+    status = kube.status("create")
+    assert (status["replicas"], status["readyReplicas"]) == (2, 2)
+    assert kube.condition("create", "Running")["message"] == "2/2 workers running"
+    printed = kube.kubectl("get", "alj", "create", "-o", "jsonpath={.status.phase} {.status.readyReplicas}").stdout
+    assert printed == "Running 2"
+    assert metric(operator.metrics_port, "autolrs_operator_jobs", '{phase="Running"}') >= 1  # type: ignore[attr-defined]
+    assert metric(operator.metrics_port, "autolrs_operator_reconcile_seconds_count") > 0  # type: ignore[attr-defined]
+
+
+def test_kubectl_scale_adds_and_removes_workers_within_the_range(kube: Kube, operator: OperatorProcess) -> None:
+    kube.apply(job_manifest("scale"))
+    kube.run_pods("scale", 2)
+    kube.kubectl("scale", "autolrsjob/scale", "--replicas=3")
+    wait_for(lambda: kube.pod_names("scale") == ["scale-worker-0", "scale-worker-1", "scale-worker-2"], what="3 pods")
+    kube.kubectl("scale", "autolrsjob/scale", "--replicas=1")
+    wait_for(lambda: kube.pod_names("scale") == ["scale-worker-0"], what="1 pod")
+    wait_for(lambda: kube.status("scale").get("replicas") == 1, what="status.replicas 1")
+    refused = kube.kubectl("scale", "autolrsjob/scale", "--replicas=4", check=False)
+    assert refused.returncode != 0 and "spec.replicas must be <= spec.maxReplicas" in refused.stderr
+    assert kube.job("scale")["spec"]["replicas"] == 1
+    assert kube.status("scale").get("restarts", 0) == 0
+
+
+def test_suspend_removes_workers_and_resume_brings_them_back(kube: Kube, operator: OperatorProcess) -> None:
+    kube.apply(job_manifest("pause"))
+    kube.run_pods("pause", 2)
+    kube.kubectl("patch", "alj", "pause", "--type=merge", "-p", '{"spec":{"suspend":true}}')
+    wait_for(lambda: kube.pod_names("pause") == [], what="workers removed")
+    wait_for(lambda: kube.status("pause").get("phase") == "Suspended", what="phase Suspended")
+    assert kube.condition("pause", "Suspended")["status"] == "True"
+    assert kube.core.read_namespaced_service("pause-rdzv", "default").metadata.name == "pause-rdzv"
+    kube.kubectl("patch", "alj", "pause", "--type=merge", "-p", '{"spec":{"suspend":false}}')
+    wait_for(lambda: len(kube.pod_names("pause")) == 2, what="workers recreated")
+    wait_for(lambda: kube.condition("pause", "Suspended")["reason"] == "JobResumed", what="JobResumed")
+    kube.run_pods("pause", 2)
+    wait_for(lambda: kube.status("pause").get("phase") == "Running", what="phase Running")
+
+
+def test_failed_worker_is_replaced_after_backoff_and_counted(kube: Kube, operator: OperatorProcess) -> None:
+    restarts_before = metric(operator.metrics_port, "autolrs_operator_pod_restarts_total")  # type: ignore[attr-defined]
+    kube.apply(job_manifest("flaky"))
+    kube.run_pods("flaky", 2)
+    failed_uid = kube.pods("flaky")[1].metadata.uid
+    kube.set_pod_phase("flaky-worker-1", "Failed", exit_code=1)
+    wait_for(lambda: kube.status("flaky").get("restarts") == 1, what="restarts 1")
+    status = kube.status("flaky")
+    assert status["lastFailure"]["uid"] == failed_uid and status["lastFailure"]["exitCode"] == 1
+    assert status["restartAfter"]
+    assert kube.condition("flaky", "Restarting")["reason"] == "WorkerFailed"
+    replacement = wait_for(
+        lambda: [p for p in kube.pods("flaky") if p.metadata.name == "flaky-worker-1" and p.metadata.uid != failed_uid],
+        what="a replacement worker-1",
+    )
+    assert replacement[0].status.phase == "Pending"
+    kube.set_pod_phase("flaky-worker-1", "Running")
+    wait_for(lambda: kube.status("flaky").get("phase") == "Running", what="back to Running")
+    assert kube.condition("flaky", "Restarting")["reason"] == "WorkersRecovered"
+    assert kube.status("flaky")["restarts"] == 1
+    assert [e.type for e in kube.events("flaky", "WorkerFailed")] == ["Warning"]
+    assert metric(operator.metrics_port, "autolrs_operator_pod_restarts_total") == restarts_before + 1  # type: ignore[attr-defined]
+
+
+def test_backoff_limit_fails_the_job(kube: Kube, operator: OperatorProcess) -> None:
+    kube.apply(job_manifest("doomed", extra="  backoffLimit: 1\n"))
+    kube.run_pods("doomed", 2)
+    first_uid = kube.pods("doomed")[0].metadata.uid
+    kube.set_pod_phase("doomed-worker-0", "Failed", exit_code=2)
+    wait_for(lambda: kube.status("doomed").get("restarts") == 1, what="first restart")
+    wait_for(lambda: [p.metadata.uid != first_uid for p in kube.pods("doomed")] == [True, True],
+             what="worker-0 replaced")
+    kube.set_pod_phase("doomed-worker-0", "Failed", exit_code=2)
+    wait_for(lambda: kube.status("doomed").get("phase") == "Failed", what="phase Failed")
+    failure = kube.condition("doomed", "Failed")
+    assert failure["reason"] == "BackoffLimitExceeded"
+    assert "backoffLimit 1 reached after 1 restart(s)" in failure["message"]
+    wait_for(lambda: kube.pod_names("doomed") == ["doomed-worker-0"], what="running worker removed, failed one kept")
+    assert kube.status("doomed")["restarts"] == 1
+    assert kube.events("doomed", "BackoffLimitExceeded")
+
+
+def test_trainer_success_succeeds_the_job_and_cleans_up(kube: Kube, operator: OperatorProcess) -> None:
+    kube.apply(job_manifest("done"))
+    kube.run_pods("done", 2)
+    kube.set_pod_phase("done-worker-0", "Succeeded", exit_code=0)
+    wait_for(lambda: kube.status("done").get("phase") == "Succeeded", what="phase Succeeded")
+    assert kube.condition("done", "Succeeded")["reason"] == "TrainingSucceeded"
+    assert kube.status("done")["completionTime"]
+    wait_for(lambda: kube.pod_names("done") == ["done-worker-0"], what="the running worker removed")
+
+
+def test_invalid_spec_past_the_schema_gets_a_condition_not_a_crash(
+    kube: Kube, cluster: ClusterRunner, operator: OperatorProcess
+) -> None:
+    cluster.set_validation(False)  # as if the CRD in the cluster were older than the operator
+    try:
+        kube.apply(job_manifest("invalid").replace("minLR: 0.001, maxLR: 1.0", "minLR: 2.0, maxLR: 1.0"))
+    finally:
+        cluster.set_validation(True)
+    wait_for(lambda: kube.status("invalid").get("phase") == "Failed", what="phase Failed")
+    failure = kube.condition("invalid", "Failed")
+    assert failure["reason"] == "InvalidSpec"
+    assert failure["message"].startswith("spec.autolrs.minLR: ")
+    assert kube.pod_names("invalid") == []
+    assert kube.events("invalid", "InvalidSpec")[0].type == "Warning"
+    assert operator.alive
+    kube.kubectl("patch", "alj", "invalid", "--type=merge", "-p", '{"spec":{"autolrs":{"minLR":0.01}}}')
+    wait_for(lambda: len(kube.pod_names("invalid")) == 2, what="workers once the spec is fixed")
+    assert kube.condition("invalid", "Failed")["reason"] == "SpecFixed"
+
+
+def test_liveness_endpoint(operator: OperatorProcess) -> None:
+    url = f"http://127.0.0.1:{operator.liveness_port}/healthz"  # type: ignore[attr-defined]
+    assert wait_for(lambda: urllib.request.urlopen(url, timeout=5).status == 200, what="liveness 200")
