@@ -99,7 +99,7 @@ class AutoLRS:
         self._snapshots: dict[str, TrainingSnapshot] = {}
         # A restarted writer continues from the stored version; an older one still
         # running then loses its next compare-and-set.
-        self._store_version = store.load_state()[0] if store is not None else 0
+        self._store_version = self.store.load_state()[0] if self.store is not None else 0
         self._last_heartbeat = 0.0
         self.last_checkpoint_step: int | None = None
         self._started = False
