@@ -8,8 +8,7 @@ import urllib.request
 
 import pytest
 
-from conftest import Kube, job_manifest, wait_for
-from tests.helpers.kmock_cluster import ClusterRunner, OperatorProcess
+from tests.helpers.kmock_cluster import ClusterRunner, Kube, OperatorProcess, job_manifest, wait_for
 
 pytestmark = pytest.mark.slow
 
