@@ -51,6 +51,12 @@ class SingleProcess:
         return obj
 
 
+def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The module inside a DistributedDataParallel or DataParallel wrapper (else ``model``)."""
+    wrappers = (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)
+    return model.module if isinstance(model, wrappers) else model
+
+
 class AutoLRS:
     """Tune the LR of ``optimizer`` during training with AutoLRS.
 
@@ -82,6 +88,9 @@ class AutoLRS:
             raise ValueError("optimizer has no param groups")
         self.runtime = runtime if runtime is not None else Runtime.from_env()
         self.model = model
+        # Snapshots and checkpoints hold the wrapped module's state (no DDP "module."
+        # prefix), so a run resumes under any world size, wrapped or not.
+        self._state_module = unwrap_model(model)
         self.optimizer = optimizer
         self.val_fn = val_fn
         self.store = store if store is not None else self.runtime.store
@@ -244,11 +253,11 @@ class AutoLRS:
                 self._set_group_lrs(action.lr)
             elif action.kind == "snapshot":
                 snap = self._snapshots.setdefault(action.slot, TrainingSnapshot())
-                snap.capture(self.model, self.optimizer)
+                snap.capture(self._state_module, self.optimizer)
                 if self.metrics is not None:
                     self.metrics.on_snapshot(snap.seconds)
             elif action.kind == "restore":
-                self._snapshots[action.slot].restore(self.model, self.optimizer)
+                self._snapshots[action.slot].restore(self._state_module, self.optimizer)
                 if self.metrics is not None:
                     self.metrics.on_restore()
             elif action.kind == "drop":
@@ -326,7 +335,7 @@ class AutoLRS:
 
     def checkpoint_payload(self) -> dict[str, Any]:
         """Model, optimizer, AutoLRS state (snapshots included), RNG states and step."""
-        return {"step": self.steps, "model": self.model.state_dict(),
+        return {"step": self.steps, "model": self._state_module.state_dict(),
                 "optimizer": self.optimizer.state_dict(), "autolrs": self.state_dict(),
                 "rng": get_rng_states()}
 
@@ -346,7 +355,7 @@ class AutoLRS:
         if found is None:
             return False
         step, payload = found
-        self.model.load_state_dict(payload["model"])
+        self._state_module.load_state_dict(payload["model"])
         self.optimizer.load_state_dict(payload["optimizer"])
         self.load_state_dict(payload["autolrs"])
         set_rng_states(payload["rng"])

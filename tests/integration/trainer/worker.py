@@ -16,8 +16,8 @@ metrics from the ``AUTOLRS_*`` environment, DDP under torchrun, data positioned 
 - ``WORKER_KILL_AT`` / ``WORKER_KILL_PHASE`` / ``WORKER_KILL_MODE`` / ``WORKER_KILL_RANK``:
   SIGKILL this process at the first step >= KILL_AT (in that phase, if given) on that rank
   (default 0). Modes: ``step`` (right after the step), ``after_checkpoint`` (at a
-  checkpoint step, once the checkpoint is durable), ``mid_write`` (at a checkpoint step,
-  while its temp file is being written). ``{tag}-killed.json`` says where it happened.
+  checkpoint step, once rank 0's checkpoint file is committed), ``mid_write`` (at a
+  checkpoint step of rank 0, while its temp file is being written). ``{tag}-killed.json`` says where it happened.
 - ``WORKER_BALLAST_MB``: a constant buffer of that size in the model, so checkpoint
   writes take long enough to be caught in the middle.
 """
@@ -117,15 +117,19 @@ def maybe_kill(sched: AutoLRS, rank: int) -> None:
     if ENV.get("WORKER_KILL_PHASE") and sched.phase != ENV["WORKER_KILL_PHASE"]:
         return
     mode = ENV.get("WORKER_KILL_MODE", "step")
-    if mode != "step" and sched.last_checkpoint_step != sched.steps:
-        return
+    if mode != "step":  # only rank 0 writes checkpoints; other ranks know the cadence
+        due = (sched.last_checkpoint_step if rank == 0 else
+               sched.steps - sched.steps % sched.runtime.checkpoint_every)
+        if due != sched.steps:
+            return
     caught_mid_write = None
-    if mode == "after_checkpoint":
-        sched.checkpoints.wait()
+    directory = sched.checkpoints.directory if mode != "step" else None
+    final = directory / checkpoint_name(sched.steps) if directory else None
+    deadline = time.monotonic() + 60
+    if mode == "after_checkpoint":  # the rename commits a checkpoint
+        while not final.exists() and time.monotonic() < deadline:
+            time.sleep(0.001)
     elif mode == "mid_write":
-        directory = sched.checkpoints.directory
-        final = directory / checkpoint_name(sched.steps)
-        deadline = time.monotonic() + 60
         while not final.exists() and time.monotonic() < deadline:
             if list(directory.glob(f".{final.name}.*.tmp")):
                 caught_mid_write = True
