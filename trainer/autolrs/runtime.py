@@ -60,10 +60,11 @@ class Runtime:
             from autolrs.metrics import TrainerMetrics
 
             runtime.metrics = TrainerMetrics.from_env(env)
+            runtime.owned.append(runtime.metrics)
         return runtime
 
     def close(self) -> None:
-        """Flush and close what this runtime opened (checkpoint writer, store)."""
+        """Flush and close what this runtime opened (checkpoint writer, store, metrics port)."""
         for thing in reversed(self.owned):
             thing.close()
         self.owned.clear()
