@@ -1,0 +1,86 @@
+"""End to end: an AutoLRSJob with 2 workers trains the digits example to completion through
+the real operator, real Redis and real torchrun (pods run as local processes), also when a
+worker is killed mid-run."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.e2e.pod_runner import PodRunner
+from tests.helpers.kmock_cluster import Kube, OperatorProcess, wait_for
+from tests.helpers.services import RedisServer
+
+pytestmark = pytest.mark.slow
+TRAIN_TIMEOUT = 300.0
+
+
+def digits_job(name: str, redis: RedisServer, max_steps: int) -> str:
+    return f"""apiVersion: autolrs.io/v1alpha1
+kind: AutoLRSJob
+metadata:
+  name: {name}
+spec:
+  image: autolrs-operator:0.1.0
+  command: [examples/digits_cnn.py]
+  replicas: 2
+  minReplicas: 1
+  maxReplicas: 2
+  backoffLimit: 6
+  autolrs: {{minLR: 0.001, maxLR: 1.0, tau: 50, tauMax: 100, trialsPerStage: 3, maxSteps: {max_steps}, seed: 0}}
+  stateStore:
+    url: {redis.url}
+  checkpoint:
+    claimName: {name}-checkpoints
+  podTemplate:
+    env:
+      - name: AUTOLRS_CHECKPOINT_EVERY
+        value: "25"
+"""
+
+
+def explain(kube: Kube, runner: PodRunner, operator: OperatorProcess, name: str) -> str:
+    logs = "\n".join(f"--- {pod}\n{runner.log(pod)[-2000:]}" for pod in sorted({p.name for p in runner.history}))
+    return f"status: {kube.status(name)}\nrunner errors: {runner.errors}\n{logs}\n--- operator\n{operator.log()[-3000:]}"
+
+
+def wait_phase(kube: Kube, runner: PodRunner, operator: OperatorProcess, name: str, phase: str) -> None:
+    try:
+        wait_for(lambda: kube.status(name).get("phase") == phase, timeout=TRAIN_TIMEOUT, what=f"{name} {phase}")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{explain(kube, runner, operator, name)}") from None
+
+
+def test_two_workers_train_digits_to_completion(
+    kube: Kube, redis: RedisServer, operator: OperatorProcess, pod_runner: PodRunner
+) -> None:
+    kube.apply(digits_job("digits", redis, max_steps=300))
+    wait_phase(kube, pod_runner, operator, "digits", "Succeeded")
+    status = kube.status("digits")
+    assert status.get("restarts", 0) == 0
+    assert kube.condition("digits", "Succeeded")["reason"] == "TrainingSucceeded"
+    wait_for(lambda: kube.status("digits").get("step", 0) >= 250, what="the final heartbeat in status")
+    assert kube.events("digits", "StageDecision"), "no stage decision reached the job's Events"
+    assert any("done:" in pod_runner.log(f"digits-worker-{i}") for i in (0, 1))  # printed by rank 0
+
+
+def test_a_killed_worker_is_replaced_and_the_job_still_succeeds(
+    kube: Kube, redis: RedisServer, operator: OperatorProcess, pod_runner: PodRunner
+) -> None:
+    kube.apply(digits_job("survivor", redis, max_steps=600))
+    try:
+        wait_for(lambda: kube.status("survivor").get("lastCheckpointStep", 0) >= 50, timeout=TRAIN_TIMEOUT,
+                 what="a checkpoint")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{explain(kube, pod_runner, operator, 'survivor')}") from None
+    killed_uid = pod_runner.pods["survivor-worker-1"].uid
+    pod_runner.kill("survivor-worker-1")
+    wait_for(lambda: kube.status("survivor").get("restarts") == 1, what="the failure counted")
+    wait_for(lambda: any(p.metadata.name == "survivor-worker-1" and p.metadata.uid != killed_uid
+                         for p in kube.pods("survivor")), what="a replacement worker")
+    wait_phase(kube, pod_runner, operator, "survivor", "Succeeded")
+    # The kill is the first failure counted; the surviving torchrun agent may also give up
+    # on re-rendezvous (then its pod fails and is replaced too): the job still finishes.
+    failures = sorted(e.message for e in kube.events("survivor", "WorkerFailed"))
+    assert any(m.startswith("worker pod survivor-worker-1 failed (exit code 137") for m in failures), failures
+    assert 1 <= kube.status("survivor")["restarts"] <= 6
+    assert any("done:" in pod_runner.log(f"survivor-worker-{i}") for i in (0, 1))
