@@ -48,7 +48,12 @@ class Runtime:
                 raise ValueError(f"{CHECKPOINT_EVERY_ENV} must be an integer >= 1, got {every!r}")
         url = env.get(STORE_URL_ENV)
         if url and is_main:
-            runtime.store = open_store(url)
+            job_key = None
+            if url.startswith(("redis://", "rediss://", "unix://")):
+                from autolrs.stores.redis import job_key_from_env
+
+                job_key = job_key_from_env(env)
+            runtime.store = open_store(url, job_key=job_key)
             runtime.owned.append(runtime.store)
         directory = env.get(CHECKPOINT_DIR_ENV)
         if directory:
