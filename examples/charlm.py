@@ -1,0 +1,64 @@
+"""Train a tiny character-level transformer LM on Python's own sources with AutoLRS.
+
+The text ships with Python (standard-library modules, no download). The same script runs
+on a laptop (`python examples/charlm.py`), under torchrun
+(`autolrs run --nproc-per-node=2 -- examples/charlm.py`) and, unchanged, in an
+AutoLRSJob's pods: the operator sets AUTOLRS_CONFIG, the store, checkpoint folder and
+metrics port, and a restarted worker resumes from the newest checkpoint.
+"""
+
+import argparse
+import math
+import os
+
+import torch
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
+
+from autolrs import AutoLRS, AutoLRSConfig
+from autolrs.distributed import DistContext, init_process_group_if_needed
+from autolrs.tasks.charlm import charlm_task
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--max-steps", type=int, default=3000)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    init_process_group_if_needed()               # a no-op without torchrun
+    dist = DistContext.from_env()
+    torch.set_num_threads(1)
+    task = charlm_task(seed=args.seed)           # next-byte prediction, 32-byte windows
+    model = task.make_model()                    # same seed on every rank
+    net = DistributedDataParallel(model) if dist.world_size > 1 else model
+    optimizer = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=0.01)
+
+    # In a pod AUTOLRS_CONFIG decides; locally these defaults do.
+    config = None if "AUTOLRS_CONFIG" in os.environ else AutoLRSConfig(
+        min_lr=1e-4, max_lr=3e-2, tau=200, tau_max=1600, max_steps=args.max_steps,
+        seed=args.seed)
+    sched = AutoLRS(net, optimizer, config, val_fn=lambda: task.evaluate(model)[0])
+
+    # sched.steps > 0 after a resume: continue the data where the checkpoint left it.
+    batches = task.batches(seed=args.seed, rank=dist.rank, world_size=dist.world_size,
+                           start_step=sched.steps)
+    while not sched.done:
+        x, y = next(batches)
+        loss = F.cross_entropy(net(x), y)        # logits (batch, vocab, time), y (batch, time)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        sched.step(loss)
+
+    val_loss, accuracy = task.evaluate(model)
+    if dist.is_main:
+        lrs = ", ".join(f"{h['lr']:.3g}" for h in sched.history)
+        print(f"done: {sched.steps} steps, stage LRs [{lrs}], validation loss {val_loss:.4f} "
+              f"({val_loss / math.log(2):.3f} bits/byte), next-byte accuracy {accuracy:.4f}",
+              flush=True)
+    sched.close()
+
+
+if __name__ == "__main__":
+    main()
