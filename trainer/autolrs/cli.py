@@ -19,6 +19,19 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+RUN_USAGE = "autolrs run [--run-dir DIR] [torchrun options] -- script.py [args]"
+RUN_HELP = f"""usage: {RUN_USAGE}
+
+Start a training script under torchrun (python -m torch.distributed.run) with the
+AutoLRS environment set up.
+
+  --run-dir DIR   local defaults: AUTOLRS_STORE_URL=file://DIR/store and
+                  AUTOLRS_CHECKPOINT_DIR=DIR/checkpoints (variables already set win)
+  other options before -- go to torchrun, e.g. --nproc-per-node=2 --master-port=29500;
+  everything after -- is the script and its arguments, passed on verbatim.
+"""
+
+
 def run_command(argv: list[str], environ: dict[str, str] | None = None) -> tuple[list[str], dict[str, str]]:
     """The torchrun command line and environment for `autolrs run [OPTIONS] -- SCRIPT ARGS`.
 
@@ -26,7 +39,7 @@ def run_command(argv: list[str], environ: dict[str, str] | None = None) -> tuple
     AUTOLRS_* variables are unset). Every other option before ``--`` goes to torchrun.
     """
     if "--" not in argv:
-        raise ValueError("usage: autolrs run [--run-dir DIR] [torchrun options] -- script.py [args]")
+        raise ValueError(f"usage: {RUN_USAGE}")
     split = argv.index("--")
     options, script = argv[:split], argv[split + 1:]
     if not script:
@@ -56,6 +69,10 @@ def run_command(argv: list[str], environ: dict[str, str] | None = None) -> tuple
 
 
 def _run(argv: list[str]) -> int:
+    options = argv[:argv.index("--")] if "--" in argv else argv
+    if "-h" in options or "--help" in options:
+        print(RUN_HELP, end="")
+        return 0
     command, env = run_command(argv)
     os.execvpe(command[0], command, env)
     return 0  # not reached
@@ -73,8 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     demo.add_argument("--no-progress", action="store_true", help="no progress bar")
     demo.set_defaults(func=_demo)
-    sub.add_parser("run", help="start a training script under torchrun: "
-                               "autolrs run [--run-dir DIR] [torchrun options] -- script.py [args]")
+    sub.add_parser("run", help=f"start a training script under torchrun: {RUN_USAGE}")
     return parser
 
 
