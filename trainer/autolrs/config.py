@@ -99,7 +99,7 @@ class AutoLRSConfig:
     keep_best_trial: bool | None = None
     early_stop_trials: bool | None = None
     adaptive_trials: bool | None = None
-    min_trials: int = 4
+    min_trials: int = 3
     warm_start: bool | None = None
     fit_final_stage: bool | None = None
     forecast_source: str | None = None

@@ -20,9 +20,10 @@ from autolrs.engine.forecast import MIN_POINTS, Forecast, forecast_loss
 STATE_VERSION = 1
 RECENT_LOSSES = 10        # window for the stage's reference loss and the exploit's end loss
 VAL_POINTS = 16           # validation evaluations per trial in validation mode (reference)
-ADAPTIVE_KAPPA = 2.0      # LCB weight of the "can the search still improve?" test
+ADAPTIVE_KAPPA = 1.0      # LCB weight of the "can the search still improve?" test
 ADAPTIVE_MARGIN = 0.01    # relative improvement the search must still promise to go on
 MIN_FINAL_TRIAL_STEPS = MIN_POINTS * 2
+CONVERGED_LOG10 = 0.1     # decades: a lower-bound optimum this close to a tried LR is known
 
 PHASES = ("warmup", "search", "exploit", "done")
 
@@ -452,15 +453,21 @@ class StageController:
         remaining = self._remaining()
         if remaining is not None and remaining <= s["trial_steps"]:
             return False  # no budget for another trial: exploit what we have
-        if not self.cfg.adaptive_trials or done < self.cfg.min_trials:
+        # Without a warm-start prior the GP knows less: ask for twice the minimum.
+        minimum = self.cfg.min_trials if self.s["prior"] else 2 * self.cfg.min_trials
+        if not self.cfg.adaptive_trials or done < minimum:
             return True
         best = self._best_observation()
         if best is None:
             return True
-        bound, _ = self._search().lower_bound(self._bo_observations(), ADAPTIVE_KAPPA,
-                                              s["stage_record"]["reference_loss"])
-        margin = max(ADAPTIVE_MARGIN * abs(best["score"]), best["std"] or 0.0)
-        return best["score"] - bound > margin
+        bound, where = self._search().lower_bound(self._bo_observations(), ADAPTIVE_KAPPA,
+                                                  s["stage_record"]["reference_loss"])
+        margin = max(ADAPTIVE_MARGIN * abs(best["score"]), 0.5 * (best["std"] or 0.0))
+        if best["score"] - bound <= margin:
+            return False  # nowhere does the GP still promise a meaningful improvement
+        # The most promising point is next to one already measured: the search converged.
+        tried = [o["lr"] for o in s["observations"]]
+        return min(abs(math.log10(where) - math.log10(t)) for t in tried) > CONVERGED_LOG10
 
     # ------------------------------------------------------------ exploit
 
