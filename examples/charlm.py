@@ -16,7 +16,8 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
 from autolrs import AutoLRS, AutoLRSConfig
-from autolrs.distributed import DistContext, init_process_group_if_needed
+from autolrs.distributed import (DistContext, destroy_process_group_if_needed,
+                                 init_process_group_if_needed)
 from autolrs.tasks.charlm import charlm_task
 
 
@@ -58,6 +59,7 @@ def main() -> None:
               f"({val_loss / math.log(2):.3f} bits/byte), next-byte accuracy {accuracy:.4f}",
               flush=True)
     sched.close()
+    destroy_process_group_if_needed()            # leave the group before exiting
 
 
 if __name__ == "__main__":

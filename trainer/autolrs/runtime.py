@@ -35,7 +35,10 @@ class Runtime:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Runtime":
         """Build from AUTOLRS_* and torchrun's RANK/WORLD_SIZE variables."""
         env = os.environ if environ is None else environ
-        runtime = cls(coordinator=_coordinator_from_env(env))
+        coordinator, joined_group = _coordinator_from_env(env)
+        runtime = cls(coordinator=coordinator)
+        if joined_group:  # first in, last out: left after the writers have flushed
+            runtime.owned.append(_JoinedProcessGroup())
         is_main = runtime.coordinator.is_main
         every = env.get(CHECKPOINT_EVERY_ENV)
         if every is not None:
@@ -69,19 +72,35 @@ class Runtime:
         return runtime
 
     def close(self) -> None:
-        """Flush and close what this runtime opened (checkpoint writer, store, metrics port)."""
+        """Flush and close what this runtime opened (checkpoint writer, store, metrics port,
+        the process group it joined)."""
         for thing in reversed(self.owned):
             thing.close()
         self.owned.clear()
 
 
-def _coordinator_from_env(env: Mapping[str, str]) -> Any:
+class _JoinedProcessGroup:
+    """The process group ``Runtime.from_env`` joined, left when the runtime closes: a gloo
+    process that exits still in its group can abort ("terminate called without an active
+    exception", SIGABRT) and fail the whole torchrun job."""
+
+    def close(self) -> None:
+        from autolrs.distributed import destroy_process_group_if_needed
+
+        destroy_process_group_if_needed()
+
+
+def _coordinator_from_env(env: Mapping[str, str]) -> tuple[Any, bool]:
+    """The coordinator, and whether this call joined the process group."""
     world_size = int(env.get("WORLD_SIZE", "1") or 1)
     if world_size <= 1:
         from autolrs.scheduler import SingleProcess
 
-        return SingleProcess()
+        return SingleProcess(), False
+    import torch.distributed as dist
+
     from autolrs.distributed import DistContext, init_process_group_if_needed
 
+    already_joined = dist.is_available() and dist.is_initialized()
     init_process_group_if_needed()
-    return DistContext.from_env(env)
+    return DistContext.from_env(env), not already_joined and dist.is_initialized()

@@ -60,11 +60,12 @@ def test_two_then_one_then_two_processes_finish_the_run(tmp_path):
     # 2 processes again, to the end.
     run_ok(worker_command(nproc=2), job_env(tmp_path, "w2b"))
     for rank in (0, 1):
-        start, *steps = steps_log(tmp_path / "out", "w2b", rank)
+        start, *steps, closed = steps_log(tmp_path / "out", "w2b", rank)
         assert (start["steps"], start["world_size"]) == (resume_at, 2)
         assert steps[-1]["step"] == MAX_STEPS
-    assert steps_log(tmp_path / "out", "w2b", 0)[-1]["sha"] == \
-        steps_log(tmp_path / "out", "w2b", 1)[-1]["sha"]
+        assert closed == {"event": "closed", "in_process_group": False}
+    assert steps_log(tmp_path / "out", "w2b", 0)[-2]["sha"] == \
+        steps_log(tmp_path / "out", "w2b", 1)[-2]["sha"]
     final = read_json(tmp_path / "out", "final.json", tag="w2b")
     assert final["steps"] == MAX_STEPS
     assert_complete_history(final["history"])

@@ -32,7 +32,7 @@ def test_ranks_hold_identical_parameters_after_every_step_and_restore(two_rank_r
     rank0, rank1 = steps_log(two_rank_run, rank=0), steps_log(two_rank_run, rank=1)
     assert rank0[0]["world_size"] == rank1[0]["world_size"] == 2
     assert rank0[0]["sha"] == rank1[0]["sha"]
-    steps0, steps1 = rank0[1:], rank1[1:]
+    steps0, steps1 = rank0[1:-1], rank1[1:-1]
     assert [r["step"] for r in steps0] == [r["step"] for r in steps1] == \
         list(range(1, MAX_STEPS + 1))
     for a, b in zip(steps0, steps1):
@@ -41,9 +41,16 @@ def test_ranks_hold_identical_parameters_after_every_step_and_restore(two_rank_r
     assert steps0[-1]["restores"] >= 8  # every trial after a stage's first one restores
 
 
+def test_closing_autolrs_leaves_the_process_group_it_joined(two_rank_run):
+    # A gloo rank that exits still in its group can abort (SIGABRT) and fail the job.
+    for rank in (0, 1):
+        assert steps_log(two_rank_run, rank=rank)[-1] == {"event": "closed",
+                                                          "in_process_group": False}
+
+
 def test_rank0_decides_what_one_controller_fed_the_same_mean_losses_decides(two_rank_run):
     log0, log1 = steps_log(two_rank_run, rank=0), steps_log(two_rank_run, rank=1)
-    start, records = log0[0], log0[1:]
+    start, records = log0[0], log0[1:-1]
     final = read_json(two_rank_run, "final.json")
     controller, actions, lrs = replay(records)
     assert any(r["vals"] for r in records), "no validation loss was broadcast"

@@ -62,9 +62,12 @@ def run_ok(command: list[str], env: dict[str, str]) -> subprocess.CompletedProce
 
 
 def describe(proc: subprocess.CompletedProcess[str]) -> str:
-    """Exit code and output tails, for assertion messages."""
-    return (f"exit {proc.returncode}\n--- stdout\n{proc.stdout[-3000:]}\n"
-            f"--- stderr\n{proc.stderr[-5000:]}")
+    """Exit code, the error lines and output tails, for assertion messages (torchrun's
+    failure summary would otherwise hide the worker's own error)."""
+    errors = [line for line in proc.stderr.splitlines()
+              if any(word in line for word in ("Error", "error:", "terminate", "Abort"))]
+    return (f"exit {proc.returncode}\n--- error lines\n" + "\n".join(errors[:40]) +
+            f"\n--- stdout\n{proc.stdout[-3000:]}\n--- stderr\n{proc.stderr[-5000:]}")
 
 
 def start(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:

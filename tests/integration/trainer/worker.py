@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
@@ -191,6 +192,7 @@ def main() -> None:
         while not Path(hold).exists():
             time.sleep(0.1)
     sched.close()
+    log.write(json.dumps({"event": "closed", "in_process_group": dist.is_initialized()}) + "\n")
 
 
 if __name__ == "__main__":
