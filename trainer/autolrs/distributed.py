@@ -9,6 +9,7 @@ process, needs no group, and every helper here is the identity.
 
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass
 from datetime import timedelta
@@ -101,7 +102,8 @@ def init_process_group_if_needed(backend: str | None = None,
                                  timeout: timedelta | None = None,
                                  environ: Mapping[str, str] | None = None) -> DistContext:
     """Join torchrun's process group (nccl on CUDA, else gloo) and return this rank's
-    context; without torchrun's env (or if already joined) only the context is built."""
+    context; without torchrun's env (or if already joined) only the context is built.
+    A group joined here is left at interpreter exit if the script has not left it."""
     environ = os.environ if environ is None else environ
     context = DistContext.from_env(environ)
     if not _launched_by_torchrun(environ) or (dist.is_available() and dist.is_initialized()):
@@ -119,6 +121,9 @@ def init_process_group_if_needed(backend: str | None = None,
     if timeout is not None:
         kwargs["timeout"] = timeout
     dist.init_process_group(**kwargs)
+    # Leave the group at exit if the script does not: a gloo rank that exits still in it
+    # can abort in interpreter finalization (SIGABRT) and fail the whole torchrun job.
+    atexit.register(destroy_process_group_if_needed)
     return context
 
 

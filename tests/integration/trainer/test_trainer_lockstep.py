@@ -3,6 +3,9 @@ controller deciding exactly what a single controller fed the same mean losses de
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from trainer_harness import (
@@ -46,6 +49,16 @@ def test_closing_autolrs_leaves_the_process_group_it_joined(two_rank_run):
     for rank in (0, 1):
         assert steps_log(two_rank_run, rank=rank)[-1] == {"event": "closed",
                                                           "in_process_group": False}
+
+
+def test_a_group_joined_by_init_process_group_if_needed_is_left_at_exit(tmp_path):
+    # The examples join the group themselves; a script that forgets to leave it still does.
+    command = worker_command(nproc=2)
+    command[-1] = str(Path(__file__).with_name("exit_worker.py"))
+    run_ok(command + [str(tmp_path)], worker_env(tmp_path))
+    for rank in (0, 1):
+        doc = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        assert doc == {"in_process_group_at_exit": False}
 
 
 def test_rank0_decides_what_one_controller_fed_the_same_mean_losses_decides(two_rank_run):
