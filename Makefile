@@ -4,7 +4,9 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
-PYTEST := $(PY) -m pytest -q -p no:cacheprovider
+# One BLAS/OpenMP thread per process: the suites run several processes on 2 cores, and
+# oversubscribed threads made a 6 s training test take 100 s.
+PYTEST := OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -q -p no:cacheprovider
 
 .PHONY: demo test test-unit test-integration test-e2e bench system-deps tools clean
 

@@ -169,7 +169,7 @@ def test_observe_order_is_enforced():
         ctrl.observe_val_loss(1.0)
 
 
-@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(cut=st.integers(min_value=0, max_value=260), preset=st.sampled_from(["paper", "default"]))
 def test_restoring_state_at_any_step_changes_no_later_decision(cut, preset):
     cfg = make_config(preset=preset, tau=10, tau_max=20, trial_fraction=0.2, max_steps=260,

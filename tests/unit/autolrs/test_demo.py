@@ -10,7 +10,7 @@ from autolrs.demo import DemoOptions, run_autolrs, run_demo
 
 
 def test_demo_writes_history_summary_and_plot(tmp_path, capsys):
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)
     opts = DemoOptions(run_dir=tmp_path / "run", max_steps=500, tau=100, tau_max=200,
                        progress=False)
     summary = run_demo(opts)
