@@ -114,6 +114,7 @@ class AutoLRS:
         self._started = False
         self._follower_view: dict[str, Any] = {}
         self._checkpoint_due = False
+        self._logged_ids: set[str] = set()  # decisions the store already holds (resume)
         self.start()
         if self.checkpoints is not None:
             self.resume_from_checkpoint()
@@ -302,7 +303,7 @@ class AutoLRS:
                 self._checkpoint_due = True
             if kind in ("trial_end", "decision", "rollback", "stage_end", "done"):
                 decided = True
-                if self.store is not None:
+                if self.store is not None and event["id"] not in self._logged_ids:
                     self.store.append_decision(event)
         if decided and self.store is not None:
             self.save_to_store()
@@ -360,6 +361,11 @@ class AutoLRS:
         self.load_state_dict(payload["autolrs"])
         set_rng_states(payload["rng"])
         self.last_checkpoint_step = step
+        if self.store is not None and self.coordinator.is_main:
+            # Decisions made after this checkpoint and before the crash are in the log
+            # already; the replay makes them again, and must not append them twice.
+            self._logged_ids = {d["id"] for d in self.store.decisions()
+                                if "id" in d and d.get("step", 0) > step}
         log.info("AutoLRS resumed from the checkpoint of step %d", step)
         return True
 

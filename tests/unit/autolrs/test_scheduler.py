@@ -146,3 +146,29 @@ def test_autolrs_beats_a_badly_chosen_constant_lr_on_digits():
     bad_loss, bad_acc = task.evaluate(bad)
     assert autolrs_loss < bad_loss * 0.5
     assert autolrs_acc > bad_acc
+
+
+def test_resume_after_crash_logs_each_decision_once(tmp_path):
+    from autolrs.checkpoint import CheckpointManager
+    from autolrs.runtime import Runtime
+
+    def session(steps=None):
+        model, gen = regression_setup(seed=4)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        runtime = Runtime(checkpoints=CheckpointManager(tmp_path / "ckpt"), checkpoint_every=25)
+        sched = AutoLRS(model, optimizer, small_config(max_steps=150),
+                        store=FileStore(tmp_path / "store"), runtime=runtime)
+        gen.manual_seed(1000 + sched.steps)  # data position follows the step, as scripts do
+        run(sched, model, optimizer, gen, steps=steps)
+        sched.checkpoints.wait()
+        return sched
+
+    crashed = session(steps=65)        # last checkpoint at 50; decisions at 60; "crash" at 65
+    logged_before = FileStore(tmp_path / "store").decisions()
+    assert any(d["step"] > 50 for d in logged_before)  # decisions after the last checkpoint
+    resumed = session()
+    assert resumed.done and crashed.steps == 65
+    ids = [d["id"] for d in FileStore(tmp_path / "store").decisions()]
+    assert len(ids) == len(set(ids))
+    steps = [int(i.split("@")[1]) for i in ids]
+    assert steps == sorted(steps)

@@ -100,8 +100,13 @@ class StageController:
         return ctrl
 
     def drain_events(self) -> list[dict[str, Any]]:
-        """Events since the last call (trial ends, decisions, rollbacks, stage ends)."""
+        """Events since the last call (trial ends, decisions, rollbacks, stage ends).
+
+        Each carries an ``id`` (``type@step``: one event of a type per step), the same in
+        a run replayed from a checkpoint, so a log can drop what it already holds."""
         out, self.events = self.events, []
+        for event in out:
+            event["id"] = f"{event['type']}@{event['step']}"
         return out
 
     # ------------------------------------------------------------ read-only view
