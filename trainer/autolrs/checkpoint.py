@@ -26,7 +26,6 @@ import hashlib
 import logging
 import os
 import re
-import tempfile
 import threading
 import time
 import warnings
@@ -35,7 +34,7 @@ from typing import Any, BinaryIO, Callable
 
 import torch
 
-from autolrs.atomic import atomic_write_bytes, fsync_dir
+from autolrs.atomic import atomic_open, atomic_write_bytes, fsync_dir
 
 log = logging.getLogger(__name__)
 
@@ -234,26 +233,14 @@ class CheckpointManager:
 
     def _write(self, step: int, payload: Any) -> None:
         final = self.directory / checkpoint_name(step)
-        fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=self.directory)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                writer = _HashingWriter(handle)
-                torch.save({"format": CHECKPOINT_FORMAT, "step": step, "payload": payload},
-                           writer)
-                handle.flush()
-                os.fsync(handle.fileno())
+        with atomic_open(final) as handle:
+            writer = _HashingWriter(handle)
+            torch.save({"format": CHECKPOINT_FORMAT, "step": step, "payload": payload}, writer)
             if final.exists():  # re-saving a step: never pair new checksum with old data
                 final.unlink()
+            # The checksum lands first; the data file's rename (leaving the block) commits.
             atomic_write_bytes(self.directory / checksum_name(step),
                                f"{writer.digest.hexdigest()}  {final.name}\n".encode())
-            os.replace(tmp, final)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
-        fsync_dir(self.directory)
 
     def _prune(self, keep_step: int) -> None:
         steps = self.steps()
