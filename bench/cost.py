@@ -14,6 +14,7 @@ import torch
 from autolrs.atomic import atomic_write_json
 
 from bench import cost_engine, cost_redis, cost_torch
+from bench.runner import single_thread
 
 TARGETS = {"bo_decision_ms": 50.0, "snapshot_ratio": 2.0, "exploit_overhead_fraction": 0.01}
 
@@ -43,7 +44,7 @@ def run_cost(settings: CostSettings, devices: list[str] | None = None,
              log: Callable[[str], None] = print) -> dict[str, Any]:
     """Measure every cost figure; torch figures on each of ``devices`` (default: cpu, and
     cuda when available)."""
-    torch.set_num_threads(1)
+    single_thread()
     devices = devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
     out: dict[str, Any] = {"schema": 1, "machine": _machine(), "targets": TARGETS}
     log("cost: BO decisions")

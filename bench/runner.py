@@ -24,8 +24,17 @@ from bench.tasks import TaskSpec
 
 def run_job(job: dict[str, Any]) -> dict[str, Any]:
     """Entry point for worker processes: ``{"spec", "method", "seed"}`` -> a record."""
-    torch.set_num_threads(1)
+    single_thread()
     return run_one(job["spec"], MethodSpec.from_dict(job["method"]), job["seed"])
+
+
+def single_thread() -> None:
+    """One thread for torch and for the BLAS under NumPy/SciPy (the GP fits): with two
+    workers on two cores, more threads only contend."""
+    from threadpoolctl import threadpool_limits
+
+    torch.set_num_threads(1)
+    threadpool_limits(1)
 
 
 def autolrs_config(spec: TaskSpec, method: MethodSpec, seed: int) -> AutoLRSConfig:
