@@ -10,9 +10,10 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 # Two LRs closer than this in log10 space count as the same LR ("never re-propose").
 SAME_LR_LOG10 = 1e-3
@@ -70,6 +71,7 @@ class LRSearch:
         self.space = space
         self.seed = seed
         self.stage = stage
+        self._fitted: tuple[Any, Any] | None = None  # (observations key, fitted optimizer)
 
     def _skopt_space(self):
         from skopt.space import Real
@@ -78,6 +80,15 @@ class LRSearch:
                      transform="normalize")]
 
     def _optimizer(self, observations: Sequence[Observation], reference_loss: float | None):
+        """The GP fitted to ``observations``; the last fit is reused for the same inputs
+        (the stop test and the next proposal of one trial end share it)."""
+        key = (tuple(observations), reference_loss)
+        if self._fitted is None or self._fitted[0] != key:
+            with threadpool_limits(1):  # a 1-D GP: BLAS threads only contend (10x slower)
+                self._fitted = (key, self._fit(observations, reference_loss))
+        return self._fitted[1]
+
+    def _fit(self, observations: Sequence[Observation], reference_loss: float | None):
         from skopt import Optimizer
         from skopt.utils import cook_estimator
 
@@ -141,7 +152,7 @@ class LRSearch:
         grid = np.logspace(math.log10(self.space.min_lr), math.log10(self.space.max_lr),
                            GRID_POINTS)
         transformed = opt.space.transform([[float(x)] for x in grid])
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), threadpool_limits(1):
             warnings.simplefilter("ignore")
             mean, std = opt.models[-1].predict(transformed, return_std=True)
         return grid, mean - kappa * std

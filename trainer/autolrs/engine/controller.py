@@ -78,6 +78,7 @@ class StageController:
             "first_loss": None,
         }
         self.events: list[dict[str, Any]] = []
+        self._search_cache: LRSearch | None = None
 
     # ------------------------------------------------------------ state
 
@@ -285,11 +286,17 @@ class StageController:
         return [Action("snapshot", slot="stage"), set_lr(lr)]
 
     def _search(self) -> LRSearch:
+        """The stage's LR search (derived from config and stage, so not part of the state;
+        kept between calls only to reuse its last GP fit)."""
+        cached = self._search_cache
+        if cached is not None and cached.stage == self.s["stage"]:
+            return cached
         space = SearchSpace(
             min_lr=self.cfg.min_lr, max_lr=self.cfg.max_lr, kappa=self.cfg.kappa,
             acq_optimizer=self.cfg.acq_optimizer, divergence_score=self.cfg.divergence_score,
         )
-        return LRSearch(space, seed=self.cfg.seed, stage=self.s["stage"])
+        self._search_cache = LRSearch(space, seed=self.cfg.seed, stage=self.s["stage"])
+        return self._search_cache
 
     def _bo_observations(self) -> list[Observation]:
         own = [Observation(o["lr"], o["score"]) for o in self.s["observations"]]
