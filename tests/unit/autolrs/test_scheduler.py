@@ -172,3 +172,24 @@ def test_resume_after_crash_logs_each_decision_once(tmp_path):
     assert len(ids) == len(set(ids))
     steps = [int(i.split("@")[1]) for i in ids]
     assert steps == sorted(steps)
+
+
+def test_lr_scaling_rescales_the_interval_with_the_global_batch():
+    class FourRanks:  # the coordinator of rank 0 in a 4-process group
+        is_main = True
+        world_size = 4
+
+        def mean_over_ranks(self, value):
+            return value
+
+        def broadcast_object(self, obj, src=0):
+            return obj
+
+    model, _ = regression_setup()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    cfg = small_config(min_lr=0.01, max_lr=0.1, lr_scaling="sqrt", reference_batch_size=32)
+    sched = AutoLRS(model, optimizer, cfg, coordinator=FourRanks(), batch_size=32)
+    assert (sched.config.min_lr, sched.config.max_lr) == pytest.approx((0.02, 0.2))
+    assert 0.02 <= sched.lr <= 0.2
+    with pytest.raises(ValueError, match="lr_scaling needs AutoLRS"):
+        AutoLRS(model, optimizer, cfg, coordinator=FourRanks())
