@@ -173,10 +173,12 @@ def check_stream_against_history(decisions: list[dict[str, Any]],
     assert sorted(by_stage) == [h["stage"] for h in history]
     steps = [e["step"] for e in decisions]
     assert steps == sorted(steps), "decision stream out of step order"
+    ids = [e["id"] for e in decisions]
+    assert len(ids) == len(set(ids)), "a decision was logged twice"
     for record in history:
         events = by_stage[record["stage"]]
         trial_ends = [e for e in events if e["type"] == "trial_end"]
-        trials = [{k: v for k, v in e.items() if k not in ("type", "stage", "step", "trial")}
+        trials = [{k: v for k, v in e.items() if k not in ("type", "stage", "step", "trial", "id")}
                   for e in trial_ends]
         assert trials == plain(record["trials"]), record["stage"]
         rollbacks = [e for e in events if e["type"] == "rollback"]
