@@ -392,6 +392,11 @@ class AutoLRS:
         if state.get("format") != STATE_FORMAT:
             raise ValueError(f"unsupported AutoLRS state format {state.get('format')!r}")
         self._controller = StageController.from_state(state["controller"])
+        if self.config.lr_scaling != "none":
+            # Saved under another world size: move the search to this run's global batch.
+            factor = self.config.min_lr / self._controller.cfg.min_lr
+            if not math.isclose(factor, 1.0, rel_tol=1e-12):
+                self._controller.rescale_lr(factor)
         self.config = self._controller.cfg
         self._snapshots = {}
         for slot, snap_state in state["snapshots"].items():

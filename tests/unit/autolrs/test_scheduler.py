@@ -193,3 +193,34 @@ def test_lr_scaling_rescales_the_interval_with_the_global_batch():
     assert 0.02 <= sched.lr <= 0.2
     with pytest.raises(ValueError, match="lr_scaling needs AutoLRS"):
         AutoLRS(model, optimizer, cfg, coordinator=FourRanks())
+
+
+def test_lr_scaling_follows_a_world_size_change_on_resume():
+    def ranks(n):
+        class Ranks:
+            is_main = True
+            world_size = n
+
+            def mean_over_ranks(self, value):
+                return value
+
+            def broadcast_object(self, obj, src=0):
+                return obj
+        return Ranks()
+
+    cfg = small_config(min_lr=0.01, max_lr=0.1, lr_scaling="linear", reference_batch_size=32)
+    model, gen = regression_setup()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    sched = AutoLRS(model, optimizer, cfg, coordinator=ranks(4), batch_size=32)
+    run(sched, model, optimizer, gen, steps=30)
+    saved = sched.state_dict()
+    lr_before = sched.lr
+
+    model2, _ = regression_setup()
+    optimizer2 = torch.optim.SGD(model2.parameters(), lr=0.1)
+    resumed = AutoLRS(model2, optimizer2, cfg, coordinator=ranks(2), batch_size=32)
+    resumed.load_state_dict(saved)
+    assert (resumed.config.min_lr, resumed.config.max_lr) == pytest.approx((0.02, 0.2))
+    assert resumed.lr == pytest.approx(lr_before / 2)
+    assert optimizer2.param_groups[0]["lr"] == pytest.approx(lr_before / 2)
+    assert all(0.02 <= o["lr"] <= 0.2 for o in resumed.controller.s["observations"])

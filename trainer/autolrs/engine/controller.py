@@ -100,6 +100,23 @@ class StageController:
         ctrl.s = copy.deepcopy(state)
         return ctrl
 
+    def rescale_lr(self, factor: float) -> None:
+        """Multiply every LR the controller holds (interval, current LR, this stage's trials,
+        warm-start prior, exploit LR) by ``factor``: the global batch changed under
+        ``lr_scaling``. Past stages in the history keep the LRs they used."""
+        if not (math.isfinite(factor) and factor > 0):
+            raise ValueError(f"LR rescale factor must be a finite number > 0, got {factor}")
+        s = self.s
+        for key in ("min_lr", "max_lr", "warmup_lr"):
+            if s["config"][key] is not None:
+                s["config"][key] *= factor
+        s["lr"] *= factor
+        for holder in [s["trial"], s["exploit"], *s["observations"], *s["prior"]]:
+            if holder is not None:
+                holder["lr"] *= factor
+        self.cfg = AutoLRSConfig.from_dict(s["config"]).resolved()
+        self._search_cache = None
+
     def drain_events(self) -> list[dict[str, Any]]:
         """Events since the last call (trial ends, decisions, rollbacks, stage ends).
 
