@@ -30,16 +30,24 @@ def plot_schedule(path: str | Path, history: list[dict[str, Any]], curve: dict[s
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax_lr, ax_loss) = plt.subplots(2, 1, figsize=(10, 7), sharex=True)
+    fig, (ax_lr, ax_loss) = plt.subplots(2, 1, figsize=(10, 7), sharex=True,
+                                         layout="constrained")
     steps = [s for s, _ in curve["lr"]]
     ax_lr.plot(steps, [v for _, v in curve["lr"]], lw=1, color="tab:blue", label="LR in use")
     trials = [t for h in history for t in h.get("trials", [])]
     scored = [t for t in trials if t.get("score") is not None]
     if scored:
+        scores = sorted(t["score"] for t in scored)
+        # One wild forecast must not wash out the rest: the colour scale stops at the 90th
+        # percentile.
+        vmax = scores[min(len(scores) - 1, int(0.9 * len(scores)))]
         points = ax_lr.scatter([t["start_step"] for t in scored], [t["lr"] for t in scored],
                                c=[t["score"] for t in scored], cmap="viridis_r", s=18,
+                               vmin=scores[0], vmax=max(vmax, scores[0] + 1e-12),
                                zorder=3, label="trial (colour: forecast loss)")
-        fig.colorbar(points, ax=ax_lr, label="forecast loss")
+        # Both panels give the colour bar the same room, so their step axes stay aligned.
+        fig.colorbar(points, ax=(ax_lr, ax_loss), label="trial forecast loss", shrink=0.5,
+                     anchor=(0.0, 1.0))
     diverged = [t for t in trials if t.get("score") is None]
     if diverged:
         ax_lr.scatter([t["start_step"] for t in diverged], [t["lr"] for t in diverged],
@@ -62,7 +70,6 @@ def plot_schedule(path: str | Path, history: list[dict[str, Any]], curve: dict[s
     ax_loss.set_xlabel("optimizer step (trial steps included)")
     ax_loss.set_ylabel("loss")
     ax_loss.legend(loc="best", fontsize=8)
-    fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)
     plt.close(fig)
