@@ -15,8 +15,10 @@ def build_parser() -> argparse.ArgumentParser:
     """The command line (see ``--help``)."""
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("command", nargs="?", default="all",
-                        choices=["all", "quality", "cost", "report"],
-                        help="all (default): quality runs, cost figures, then the report")
+                        choices=["all", "quality", "cost", "report", "ablation"],
+                        help="all (default): quality runs, cost figures, then the report; "
+                             "ablation: the default preset's changes switched off one by one, "
+                             "against the committed quality targets")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run (~1 min): short budgets, 1 seed, small cost model; "
                              "writes to bench/results/quick unless --out is given")
@@ -56,6 +58,13 @@ def main(argv: list[str] | None = None) -> int:
     seeds = list(range(args.seeds if args.seeds is not None else (1 if args.quick else 3)))
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     started = time.perf_counter()
+    if args.command == "ablation":
+        from bench.ablation import ablation_table, run_ablation, write_ablation
+
+        result = run_ablation(tasks, seeds, DEFAULT_OUT, jobs=args.jobs, log=log)
+        write_ablation(result, out)
+        print(ablation_table(result))
+        return 0
     if args.command in ("all", "quality"):
         from bench.quality import run_quality
         from bench.tasks import get_task

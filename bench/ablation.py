@@ -1,0 +1,85 @@
+"""``python -m bench ablation``: each of the default preset's changes switched off in turn,
+measured against the targets of the committed quality run (bench/results/<task>.json)."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import json
+import statistics
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from bench.methods import autolrs_method
+from bench.runner import run_job
+from bench.tasks import get_task
+
+# name -> AutoLRSConfig overrides on top of the default preset.
+VARIANTS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "no keep-best-trial": {"keep_best_trial": False},
+    "no early stop": {"early_stop_trials": False},
+    "fixed k (no adaptive trials)": {"adaptive_trials": False},
+    "no warm start": {"warm_start": False},
+    "no risk-averse selection": {"risk_averse": False},
+}
+
+
+def steps_to(curve: Sequence[Sequence[float | None]], target: float) -> int | None:
+    """First evaluation step whose validation loss is at or below ``target``."""
+    return next((int(step) for step, value in curve if value is not None and value <= target),
+                None)
+
+
+def run_ablation(tasks: Sequence[str], seeds: Sequence[int], results: Path, jobs: int = 2,
+                 log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run every variant on every task and seed; summarise against each task's target."""
+    out: dict[str, Any] = {"variants": VARIANTS, "seeds": list(seeds), "tasks": {}}
+    with cf.ProcessPoolExecutor(jobs) as pool:
+        for task in tasks:
+            committed = json.loads((results / f"{task}.json").read_text())["summary"]
+            target = committed["target_val_loss"]
+            futures = {
+                pool.submit(run_job, {"spec": get_task(task),
+                                      "method": autolrs_method(name, overrides).to_dict(),
+                                      "seed": seed}): (name, seed)
+                for name, overrides in VARIANTS.items() for seed in seeds}
+            rows: dict[str, list[dict[str, Any]]] = {name: [] for name in VARIANTS}
+            for future in cf.as_completed(futures):
+                name, seed = futures[future]
+                record = future.result()
+                rows[name].append({
+                    "seed": seed,
+                    "steps_to_target": steps_to(record["curve"]["val_loss"], target),
+                    "final_val_loss": record["final_val_loss"],
+                    "trial_fraction": record["trial_steps"] / record["steps"]})
+                log(f"ablation {task} {name} seed {seed}: final val loss "
+                    f"{record['final_val_loss']:.4f}")
+            out["tasks"][task] = {"target_val_loss": target,
+                                  "best_baseline": committed["best_baseline"],
+                                  "variants": {name: sorted(r, key=lambda x: x["seed"])
+                                               for name, r in rows.items()}}
+    return out
+
+
+def ablation_table(result: dict[str, Any]) -> str:
+    """Markdown: per task and variant, seeds reaching the target, final loss, trial share."""
+    lines = ["| task | variant | seeds reaching target (steps) | final val loss (mean ± std) "
+             "| trial steps |", "|---|---|---|---|---|"]
+    for task, data in result["tasks"].items():
+        for name, rows in data["variants"].items():
+            reached = [r["steps_to_target"] for r in rows if r["steps_to_target"] is not None]
+            finals = [r["final_val_loss"] for r in rows]
+            spread = statistics.stdev(finals) if len(finals) > 1 else 0.0
+            share = statistics.mean(r["trial_fraction"] for r in rows)
+            lines.append(f"| {task} | {name} | {len(reached)}/{len(rows)} "
+                         f"({', '.join(map(str, reached)) or '-'}) | "
+                         f"{statistics.mean(finals):.4f} ± {spread:.4f} | {share:.0%} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_ablation(result: dict[str, Any], out: Path) -> None:
+    """bench/results/ablation.json and ablation.md."""
+    from autolrs.atomic import atomic_write_bytes, atomic_write_json
+
+    atomic_write_json(out / "ablation.json", result)
+    atomic_write_bytes(out / "ablation.md", ablation_table(result).encode())

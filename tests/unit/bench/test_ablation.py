@@ -1,0 +1,25 @@
+"""The ablation summary: steps to target and the markdown table, from synthetic records."""
+
+from bench.ablation import VARIANTS, ablation_table, steps_to
+from bench.methods import autolrs_method
+
+
+def test_steps_to_target_is_the_first_eval_at_or_below_it():
+    curve = [[50, 2.0], [100, None], [150, 0.5], [200, 0.4]]
+    assert steps_to(curve, 0.5) == 150
+    assert steps_to(curve, 0.1) is None
+
+
+def test_every_variant_is_a_valid_config():
+    for name, overrides in VARIANTS.items():
+        assert autolrs_method(name, overrides).overrides == overrides
+
+
+def test_table_counts_seeds_and_averages():
+    result = {"tasks": {"mnist1d": {"variants": {
+        "default": [
+            {"seed": 0, "steps_to_target": None, "final_val_loss": 0.3, "trial_fraction": 0.2},
+            {"seed": 1, "steps_to_target": 900, "final_val_loss": 0.1, "trial_fraction": 0.3},
+        ]}}}}
+    table = ablation_table(result)
+    assert "| mnist1d | default | 1/2 (900) | 0.2000 ± 0.1414 | 25% |" in table
