@@ -10,7 +10,8 @@ import pytest
 
 from tests.e2e.pod_runner import PodRunner
 from tests.helpers.kmock_cluster import ClusterRunner, Kube, OperatorProcess
-from tests.helpers.services import RedisServer, free_port, redis_server
+from tests.helpers.cluster_fixtures import cluster, kube, redis  # noqa: F401 (fixtures)
+from tests.helpers.services import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -19,26 +20,6 @@ ROOT = Path(__file__).resolve().parents[2]
 def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Logs, kubeconfig and the pods' volumes."""
     return tmp_path_factory.mktemp("e2e")
-
-
-@pytest.fixture(scope="module")
-def cluster(workdir: Path) -> Iterator[ClusterRunner]:
-    """The KMock Kubernetes API with the AutoLRSJob CRD."""
-    with ClusterRunner(workdir, [ROOT / "crds" / "autolrsjob.yaml"]) as runner:
-        yield runner
-
-
-@pytest.fixture(scope="module")
-def kube(cluster: ClusterRunner, workdir: Path) -> Kube:
-    """kubectl and the kubernetes client for the cluster."""
-    return Kube(cluster.write_kubeconfig(workdir / "kubeconfig"))
-
-
-@pytest.fixture(scope="module")
-def redis(workdir: Path) -> Iterator[RedisServer]:
-    """The jobs' state store: a real redis-server."""
-    with redis_server() as server:
-        yield server
 
 
 @pytest.fixture(scope="module")

@@ -9,10 +9,9 @@ from typing import Callable, Iterator
 import pytest
 
 from tests.helpers.kmock_cluster import ClusterRunner, Kube, OperatorProcess
-from tests.helpers.services import RedisServer, free_port, redis_server
+from tests.helpers.cluster_fixtures import cluster, kube, redis  # noqa: F401 (fixtures)
+from tests.helpers.services import free_port
 
-ROOT = Path(__file__).resolve().parents[3]
-CRD = ROOT / "crds" / "autolrsjob.yaml"
 FAST_OPERATOR_ENV = {
     "AUTOLRS_OPERATOR_BACKOFF_BASE_SECONDS": "0.2",
     "AUTOLRS_OPERATOR_BACKOFF_MAX_SECONDS": "1",
@@ -26,26 +25,6 @@ FAST_OPERATOR_ENV = {
 def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder for this module's kubeconfig and operator logs."""
     return tmp_path_factory.mktemp("operator")
-
-
-@pytest.fixture(scope="module")
-def cluster(workdir: Path) -> Iterator[ClusterRunner]:
-    """The KMock Kubernetes API on a loopback port, with the AutoLRSJob CRD installed."""
-    with ClusterRunner(workdir, [CRD]) as runner:
-        yield runner
-
-
-@pytest.fixture(scope="module")
-def kube(cluster: ClusterRunner, workdir: Path) -> Kube:
-    """Clients (kubernetes + kubectl) for the cluster."""
-    return Kube(cluster.write_kubeconfig(workdir / "kubeconfig"))
-
-
-@pytest.fixture(scope="module")
-def redis(workdir: Path) -> Iterator[RedisServer]:
-    """A real redis-server on a free loopback port."""
-    with redis_server() as server:
-        yield server
 
 
 @pytest.fixture(scope="module")
