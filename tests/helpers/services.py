@@ -64,6 +64,15 @@ def _stop_process(proc: subprocess.Popen[bytes], kill: bool, timeout: float = 15
         proc.wait(timeout=timeout)
 
 
+
+def last_log_line(path: Path) -> str:
+    """The last line of a service's log, for error messages."""
+    try:
+        lines = path.read_text(errors="replace").strip().splitlines()
+    except FileNotFoundError:
+        return "(no log)"
+    return lines[-1] if lines else "(empty log)"
+
 class RedisServer:
     """A redis-server on 127.0.0.1 with its data in ``directory``; ``stop()``/``start()``
     keep the port and the folder, so with ``appendonly`` the data survives a restart."""
@@ -132,11 +141,7 @@ class RedisServer:
             return False
 
     def _log_tail(self) -> str:
-        try:
-            lines = self._log_path.read_text(errors="replace").strip().splitlines()
-        except FileNotFoundError:
-            return "(no log)"
-        return lines[-1] if lines else "(empty log)"
+        return last_log_line(self._log_path)
 
 
 @contextmanager
@@ -256,11 +261,7 @@ class PrometheusServer:
             time.sleep(interval)
 
     def _log_tail(self) -> str:
-        try:
-            lines = self._log_path.read_text(errors="replace").strip().splitlines()
-        except FileNotFoundError:
-            return "(no log)"
-        return lines[-1] if lines else "(empty log)"
+        return last_log_line(self._log_path)
 
 
 @contextmanager
