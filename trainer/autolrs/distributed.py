@@ -10,6 +10,7 @@ process, needs no group, and every helper here is the identity.
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 from dataclasses import dataclass
 from datetime import timedelta
@@ -17,6 +18,8 @@ from typing import Any, Mapping
 
 import torch
 import torch.distributed as dist
+
+log = logging.getLogger(__name__)
 
 RANK_ENV, WORLD_SIZE_ENV, LOCAL_RANK_ENV = "RANK", "WORLD_SIZE", "LOCAL_RANK"
 
@@ -128,9 +131,20 @@ def init_process_group_if_needed(backend: str | None = None,
 
 
 def destroy_process_group_if_needed() -> None:
-    """Leave the process group if one was joined."""
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+    """Leave the process group if one was joined, together with the other ranks.
+
+    The barrier first: a gloo rank whose peer tore its connections down while it was still
+    busy (writing its last files, say) aborted at exit ("terminate called without an
+    active exception") and failed the finished torchrun job. A peer already gone makes the
+    barrier fail at once; the group is left all the same."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    if dist.get_world_size() > 1:
+        try:
+            dist.barrier()
+        except RuntimeError as exc:
+            log.warning("leaving the process group without the other ranks: %s", exc)
+    dist.destroy_process_group()
 
 
 def _collective_device(device: torch.device | None) -> torch.device:
