@@ -7,6 +7,7 @@ metrics port, and a restarted worker resumes from the newest checkpoint.
 """
 
 import argparse
+import os
 
 import torch
 import torch.nn.functional as F
@@ -32,7 +33,7 @@ def main() -> None:
     optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
 
     # In a pod AUTOLRS_CONFIG decides; locally these defaults do.
-    config = None if "AUTOLRS_CONFIG" in __import__("os").environ else AutoLRSConfig(
+    config = None if "AUTOLRS_CONFIG" in os.environ else AutoLRSConfig(
         min_lr=1e-3, max_lr=1.0, tau=200, tau_max=1600, max_steps=args.max_steps, seed=args.seed)
     sched = AutoLRS(net, optimizer, config, val_fn=lambda: task.evaluate(model)[0])
 
