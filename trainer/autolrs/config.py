@@ -30,6 +30,10 @@ PRESET_VALUES: dict[str, dict[str, Any]] = {
         "acq_optimizer": "lbfgs",
         "divergence_score": 1e6,
         "risk_averse": False,
+        "bracket_search": False,
+        "early_validation": False,
+        "max_lr_decay": 0.0,
+        "stall_rollback": False,
     },
     "default": {
         "kappa": 1.96,
@@ -42,6 +46,10 @@ PRESET_VALUES: dict[str, dict[str, Any]] = {
         "acq_optimizer": "sampling",
         "divergence_score": None,
         "risk_averse": True,
+        "bracket_search": True,
+        "early_validation": True,
+        "max_lr_decay": 3.0,
+        "stall_rollback": True,
     },
 }
 
@@ -70,6 +78,10 @@ CAMEL_NAMES: dict[str, str] = {
     "divergence_factor": "divergenceFactor",
     "divergence_score": "divergenceScore",
     "risk_averse": "riskAverse",
+    "bracket_search": "bracketSearch",
+    "early_validation": "earlyValidation",
+    "max_lr_decay": "maxLRDecay",
+    "stall_rollback": "stallRollback",
     "lr_scaling": "lrScaling",
     "reference_batch_size": "referenceBatchSize",
 }
@@ -107,6 +119,10 @@ class AutoLRSConfig:
     divergence_factor: float = 4.0
     divergence_score: float | None = None
     risk_averse: bool | None = None
+    bracket_search: bool | None = None
+    early_validation: bool | None = None
+    max_lr_decay: float | None = None
+    stall_rollback: bool | None = None
     # Distributed: rescale [min_lr, max_lr] with the global batch size.
     lr_scaling: str = "none"
     reference_batch_size: int | None = None
@@ -260,6 +276,12 @@ class AutoLRSConfig:
             raise ValueError(f"divergence_factor must be a number > 1, got {self.divergence_factor}")
         if self.divergence_score is not None and not math.isfinite(self.divergence_score):
             raise ValueError(f"divergence_score must be finite, got {self.divergence_score}")
+        if self.max_lr_decay is not None and not (
+            self.max_lr_decay == 0 or (math.isfinite(self.max_lr_decay) and self.max_lr_decay > 1)
+        ):
+            raise ValueError(
+                f"max_lr_decay must be 0 (no limit) or a number > 1, got {self.max_lr_decay}"
+            )
         if self.lr_scaling not in ("none", "linear", "sqrt"):
             raise ValueError(f"lr_scaling must be one of none, linear, sqrt, got {self.lr_scaling!r}")
         if self.reference_batch_size is not None and self.reference_batch_size < 1:

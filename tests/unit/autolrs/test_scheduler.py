@@ -120,7 +120,10 @@ def test_store_receives_decisions_state_and_heartbeat(tmp_path):
     sched = AutoLRS(model, optimizer, small_config(), store=store)
     run(sched, model, optimizer, gen)
     decisions = store.decisions()
-    assert [d["type"] for d in decisions].count("decision") == len(sched.history)
+    # One decision per stage, and one more for each rollback to the next-best LR.
+    rollbacks = sum(len(h["rollbacks"]) for h in sched.history)
+    assert [d["type"] for d in decisions].count("decision") == len(sched.history) + rollbacks
+    assert [d["type"] for d in decisions].count("rollback") == rollbacks
     version, state = store.load_state()
     assert version > 0 and state["steps"] == sched.steps
     beat = store.read_heartbeat()

@@ -39,6 +39,7 @@ class SearchSpace:
     acq_optimizer: str = "sampling"   # "sampling" (fast, 1-D is easy) or "lbfgs" (reference)
     divergence_score: float | None = None  # None: a penalty relative to the scores seen
     prior_noise: float = 0.25          # extra variance (in normalised-y units) of prior points
+    min_spacing_log10: float = SAME_LR_LOG10  # no trial this close (decades) to a tried LR
 
 
 def derived_seed(*parts: int) -> int:
@@ -129,13 +130,14 @@ class LRSearch:
             return float(10 ** rng.uniform(low, high))
         opt = self._optimizer(observations, reference_loss)
         candidate = float(opt._next_x[0])
-        if not _is_tried(candidate, tried):
+        spacing = self.space.min_spacing_log10
+        if not _is_tried(candidate, tried, spacing):
             return self._clip(candidate)
         # The GP keeps asking for a point already measured (the reference looped here,
         # sometimes forever): take the best untried point of the acquisition on a grid.
         grid, lcb = self._lcb_on_grid(opt, self.space.kappa)
         for index in np.argsort(lcb, kind="stable"):
-            if not _is_tried(float(grid[index]), tried):
+            if not _is_tried(float(grid[index]), tried, spacing):
                 return self._clip(float(grid[index]))
         return self._clip(_largest_gap_midpoint(tried, self.space))
 
@@ -161,8 +163,8 @@ class LRSearch:
         return float(min(max(lr, self.space.min_lr), self.space.max_lr))
 
 
-def _is_tried(lr: float, tried: Sequence[float]) -> bool:
-    return any(abs(math.log10(lr) - math.log10(t)) < SAME_LR_LOG10 for t in tried)
+def _is_tried(lr: float, tried: Sequence[float], spacing: float = SAME_LR_LOG10) -> bool:
+    return any(abs(math.log10(lr) - math.log10(t)) < spacing for t in tried)
 
 
 def _largest_gap_midpoint(tried: Sequence[float], space: SearchSpace) -> float:

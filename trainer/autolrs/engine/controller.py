@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from autolrs.config import AutoLRSConfig
-from autolrs.engine.bo import LRSearch, Observation, SearchSpace
+from autolrs.engine.bo import SAME_LR_LOG10, LRSearch, Observation, SearchSpace
 from autolrs.engine.forecast import MIN_POINTS, Forecast, forecast_loss
 
 STATE_VERSION = 1
@@ -24,6 +24,11 @@ ADAPTIVE_KAPPA = 1.0      # LCB weight of the "can the search still improve?" te
 ADAPTIVE_MARGIN = 0.01    # relative improvement the search must still promise to go on
 MIN_FINAL_TRIAL_STEPS = MIN_POINTS * 2
 CONVERGED_LOG10 = 0.1     # decades: a lower-bound optimum this close to a tried LR is known
+STALL_MIN_DROP = 0.2      # stall check only when the trial promised at least this relative drop
+STALL_FRACTION = 0.1      # ... and half the exploit delivered less than this part of it
+EARLY_STOP_AT = 1 / 2     # fraction of a trial after which a hopeless one is stopped
+BRACKET_LOG10 = 0.5       # decades: a worse trial this close on each side brackets the best
+BRACKET_STEP_LOG10 = 0.4  # decades: where a bracketing trial is placed from the best LR
 
 PHASES = ("warmup", "search", "exploit", "done")
 
@@ -61,7 +66,9 @@ class StageController:
             "stage": 0,
             "tau": cfg.tau,
             "trial_steps": cfg.trial_steps,
-            "val_mode": False,
+            # Validation mode: the reference enters it once tau reaches tau_max;
+            # ``early_validation`` scores trials on validation loss from the first stage.
+            "val_mode": bool(has_val) and bool(cfg.early_validation),
             "lr": cfg.min_lr,
             "warmup_done": 0,
             "awaiting_val": None,
@@ -114,6 +121,8 @@ class StageController:
         for holder in [s["trial"], s["exploit"], *s["observations"], *s["prior"]]:
             if holder is not None:
                 holder["lr"] *= factor
+        if (s["stage_record"] or {}).get("lr_floor") is not None:
+            s["stage_record"]["lr_floor"] *= factor
         self.cfg = AutoLRSConfig.from_dict(s["config"]).resolved()
         self._search_cache = None
 
@@ -224,6 +233,8 @@ class StageController:
             trial["val_losses"].append(loss)
             if trial["steps"] >= self.s["trial_steps"]:
                 return self._end_trial("completed")
+            if self._hopeless(trial):
+                return self._end_trial("early_stopped")
             return []
         self.s["exploit"]["val_loss"] = loss if math.isfinite(loss) else None
         return self._end_stage()
@@ -279,6 +290,8 @@ class StageController:
             "reference_loss": _mean(s["recent"]),
             "reference_val_loss": s["last_val_loss"],
             "rollbacks": [],
+            "lr_floor": (s["history"][-1]["lr"] / self.cfg.max_lr_decay
+                         if self.cfg.max_lr_decay and s["history"] else None),
         }
         first = self._first_trial_lr()
         self._start_trial(first)
@@ -309,11 +322,22 @@ class StageController:
         if cached is not None and cached.stage == self.s["stage"]:
             return cached
         space = SearchSpace(
-            min_lr=self.cfg.min_lr, max_lr=self.cfg.max_lr, kappa=self.cfg.kappa,
+            min_lr=self._stage_min_lr(), max_lr=self.cfg.max_lr, kappa=self.cfg.kappa,
             acq_optimizer=self.cfg.acq_optimizer, divergence_score=self.cfg.divergence_score,
+            # With adaptive trials no trial goes where the stop test already calls the
+            # search converged; the reference only never repeats an LR exactly.
+            min_spacing_log10=(CONVERGED_LOG10 / 2 if self.cfg.adaptive_trials
+                               else SAME_LR_LOG10),
         )
         self._search_cache = LRSearch(space, seed=self.cfg.seed, stage=self.s["stage"])
         return self._search_cache
+
+    def _stage_min_lr(self) -> float:
+        """The search's lower end this stage: ``min_lr``, raised with ``max_lr_decay`` to the
+        last stage's LR divided by it (short trials favour small LRs, whose quick gain
+        fades: the schedule may fall only so fast)."""
+        floor = (self.s["stage_record"] or {}).get("lr_floor")
+        return self.cfg.min_lr if floor is None else max(self.cfg.min_lr, floor)
 
     def _bo_observations(self) -> list[Observation]:
         own = [Observation(o["lr"], o["score"]) for o in self.s["observations"]]
@@ -321,22 +345,30 @@ class StageController:
         return prior + own
 
     def _shifted_prior(self) -> list[Observation]:
-        """Last stage's scores moved onto this stage's loss scale: the previous best LR,
-        re-tried first, anchors the shift. Empty until that anchor has a score."""
+        """Last stage's scores moved onto this stage's loss scale: the LR the last stage
+        exploited, re-tried first, anchors the shift. Empty until that anchor has a score."""
         prior = self.s["prior"]
         if not prior or not self.s["observations"]:
             return []
         anchor = self.s["observations"][0]
         if anchor["score"] is None:
             return []
-        prior_best = min(prior, key=lambda p: p["score"])
-        offset = anchor["score"] - prior_best["score"]
+        offset = anchor["score"] - self._prior_anchor()["score"]
+        low = self._stage_min_lr()
         return [Observation(p["lr"], p["score"] + offset, prior=True)
-                for p in prior if abs(math.log10(p["lr"]) - math.log10(anchor["lr"])) > 1e-3]
+                for p in prior if abs(math.log10(p["lr"]) - math.log10(anchor["lr"])) > 1e-3
+                and p["lr"] >= low]
+
+    def _prior_anchor(self) -> dict[str, Any]:
+        """The prior point of the LR the last stage exploited (the lowest score when that
+        LR was not one of its trials, e.g. after a rollback to a fallback LR)."""
+        prior = self.s["prior"]
+        chosen = [p for p in prior if p.get("chosen")]
+        return chosen[0] if chosen else min(prior, key=lambda p: p["score"])
 
     def _first_trial_lr(self) -> float:
         if self.cfg.warm_start and self.s["prior"]:
-            return min(self.s["prior"], key=lambda p: p["score"])["lr"]
+            return self._prior_anchor()["lr"]
         return self._search().propose([], self.s["stage_record"]["reference_loss"])
 
     def _start_trial(self, lr: float) -> None:
@@ -380,20 +412,43 @@ class StageController:
         return []
 
     def _hopeless(self, trial: dict[str, Any]) -> bool:
-        """Early stop: half-way through, the trial's own forecast (minus two standard
-        deviations) is still worse than the stage's best completed forecast."""
+        """Early stop: half-way through, the trial's forecast (minus two standard
+        deviations) is still worse than the stage's best completed trial's forecast made at
+        the same point. Like for like: a half-length series forecasts worse than a full one
+        while the loss is still leaving its plateau (the first steps of training). Checked
+        once, on the series the trial is scored by (validation losses in validation mode)."""
         s = self.s
-        if not self.cfg.early_stop_trials or s["val_mode"]:
+        if not self.cfg.early_stop_trials or "partial_forecast" in trial:
             return False
-        check_at = s["trial_steps"] // 2
-        if check_at < 2 * MIN_POINTS or trial["steps"] != check_at:
+        if s["trial_steps"] // 2 < 2 * MIN_POINTS:
+            return False  # too short to judge from a part of it
+        check_at = max(round(s["trial_steps"] * EARLY_STOP_AT), 2 * MIN_POINTS)
+        if trial["steps"] < check_at:
             return False
+        if s["val_mode"] and self._forecast_source() == "val":
+            if len(trial["val_losses"]) < MIN_POINTS:
+                return False
+            partial = forecast_loss(trial["val_losses"], s["tau"] // self._val_every(),
+                                    is_training=False)
+        else:
+            partial = forecast_loss(trial["losses"], s["tau"])
+        trial["partial_forecast"] = _finite_or_none(partial.value)
         best = self._best_observation()
-        if best is None:
+        if best is None or trial["partial_forecast"] is None:
             return False
-        partial = forecast_loss(trial["losses"], s["tau"])
-        trial["partial_forecast"] = partial.value
-        return partial.value - 2.0 * partial.std > best["score"]
+        reference = best.get("partial_forecast")
+        reference = best["score"] if reference is None else reference
+        return partial.value - 2.0 * partial.std > reference
+
+    def _early_stop_score(self, record: dict[str, Any]) -> float | None:
+        """An early-stopped trial's score on the scale of full-length ones: the best
+        trial's score plus how much worse it was at the same point (a half-length series
+        forecasts worse than a full one, so its own forecast would not be comparable)."""
+        best = self._best_observation()
+        partial = record["partial_forecast"]
+        if best is None or partial is None or best.get("partial_forecast") is None:
+            return record["score"]
+        return best["score"] + max(partial - best["partial_forecast"], 0.0)
 
     def _best_observation(self) -> dict[str, Any] | None:
         scored = [o for o in self.s["observations"]
@@ -439,6 +494,7 @@ class StageController:
             "start_step": trial["start_step"],
             "score": None, "std": None, "reliable": False, "reason": "",
             "forecast_train": None, "forecast_val": None, "source": None,
+            "partial_forecast": trial.get("partial_forecast"),
         }
         if outcome == "diverged":
             record["reason"] = "loss diverged"
@@ -453,6 +509,7 @@ class StageController:
             )
             if outcome == "early_stopped":
                 record["reason"] = "stopped early: forecast clearly worse than the best trial"
+                record["score"] = self._early_stop_score(record)
             if record["score"] is None:
                 record["outcome"] = "diverged"
         s["observations"].append(record)
@@ -464,24 +521,23 @@ class StageController:
         best = self._best_observation()
         is_best = best is record
         searching = self._keep_searching()
+        bracket_lr = None if searching else self._bracket_lr()
+        searching = searching or bracket_lr is not None
         if self.cfg.keep_best_trial and is_best and searching:
             actions.append(Action("snapshot", slot="best"))
             s["best_saved"] = len(s["observations"]) - 1
         if not searching:
             return actions + self._begin_exploit(rank=0, last_trial_is_best=is_best)
-        next_lr = self._search().propose(self._bo_observations(),
-                                         s["stage_record"]["reference_loss"])
+        next_lr = bracket_lr or self._search().propose(self._bo_observations(),
+                                                       s["stage_record"]["reference_loss"])
         self._start_trial(next_lr)
         return actions + [Action("restore", slot="stage"), set_lr(next_lr)]
 
     def _keep_searching(self) -> bool:
         s = self.s
-        done = len(s["observations"])
-        if done >= self.cfg.trials_per_stage:
+        if not self._budget_for_trial():
             return False
-        remaining = self._remaining()
-        if remaining is not None and remaining <= s["trial_steps"]:
-            return False  # no budget for another trial: exploit what we have
+        done = len(s["observations"])
         # Without a warm-start prior the GP knows less: ask for twice the minimum.
         minimum = self.cfg.min_trials if self.s["prior"] else 2 * self.cfg.min_trials
         if not self.cfg.adaptive_trials or done < minimum:
@@ -498,6 +554,43 @@ class StageController:
         tried = [o["lr"] for o in s["observations"]]
         return min(abs(math.log10(where) - math.log10(t)) for t in tried) > CONVERGED_LOG10
 
+    def _budget_for_trial(self) -> bool:
+        """Under the trial cap k, and enough budget left for one more trial."""
+        if len(self.s["observations"]) >= self.cfg.trials_per_stage:
+            return False
+        remaining = self._remaining()
+        return remaining is None or remaining > self.s["trial_steps"]
+
+    def _bracket_lr(self) -> float | None:
+        """With ``bracket_search``, the search stops only once this stage's own trials
+        bracket the best LR (see ``_open_side_lr``); until then, the LR to try next.
+
+        The GP can settle on a flat, warm-started neighbourhood after three trials close
+        together; one trial a few times above or below the best shows whether the
+        optimum has moved since the last stage (the schedule's usual way to change)."""
+        if not self.cfg.bracket_search or not self._budget_for_trial():
+            return None
+        best = self._best_observation()
+        return None if best is None else self._open_side_lr(best)
+
+    def _open_side_lr(self, best: dict[str, Any]) -> float | None:
+        """None when a worse (or diverged, or stopped) trial lies within BRACKET_LOG10
+        decades on each side of ``best``, or that side is the interval's end; else an LR
+        BRACKET_STEP_LOG10 decades out on the open side (above first: too small an LR is
+        the costlier mistake)."""
+        here = math.log10(best["lr"])
+        others = [math.log10(o["lr"]) for o in self.s["observations"] if o is not best]
+        low, high = math.log10(self._stage_min_lr()), math.log10(self.cfg.max_lr)
+        for side in (1, -1):
+            edge = high if side > 0 else low
+            if abs(edge - here) <= SAME_LR_LOG10:
+                continue
+            if any(0 < side * (x - here) <= BRACKET_LOG10 for x in others):
+                continue
+            lr = 10 ** (here + side * BRACKET_STEP_LOG10)
+            return float(min(max(lr, self._stage_min_lr()), self.cfg.max_lr))
+        return None
+
     # ------------------------------------------------------------ exploit
 
     def _ranking(self) -> list[int]:
@@ -505,7 +598,9 @@ class StageController:
         ranks by ``score + std`` so a shaky extrapolation does not beat a sound one."""
         obs = self.s["observations"]
         scored = [i for i, o in enumerate(obs) if o["score"] is not None]
-        return sorted(scored, key=lambda i: (self._selection_score(obs[i]), i))
+        # A trial stopped early was judged worse than a completed one: never ahead of it.
+        return sorted(scored, key=lambda i: (obs[i]["outcome"] != "completed",
+                                             self._selection_score(obs[i]), i))
 
     def _selection_score(self, observation: dict[str, Any]) -> float:
         if self.cfg.risk_averse:
@@ -526,15 +621,18 @@ class StageController:
             tried = [o["lr"] for o in s["observations"]] or [self.cfg.min_lr * 10]
             lr, predicted = max(min(tried) / 10, self.cfg.min_lr), None
         remaining = s["tau"]
+        kept_steps = 0
         continue_from_trial = (
             rank == 0 and self.cfg.keep_best_trial and ranking
             and s["observations"][ranking[0]]["outcome"] == "completed"
         )
         if continue_from_trial and last_trial_is_best:
             remaining = s["tau"] - s["trial_steps"]
+            kept_steps = s["trial_steps"]
         elif continue_from_trial and s["best_saved"] == ranking[0]:
             actions += [Action("restore", slot="best"), Action("drop", slot="best")]
             remaining = s["tau"] - s["trial_steps"]
+            kept_steps = s["trial_steps"]
         else:
             actions.append(Action("restore", slot="stage"))
             if s["best_saved"] is not None:
@@ -544,7 +642,8 @@ class StageController:
         s["phase"] = "exploit"
         s["exploit"] = {"lr": lr, "rank": rank, "ranking": ranking, "remaining": max(remaining, 1),
                         "done": 0, "predicted": predicted, "source": None, "tail": [],
-                        "val_loss": None, "search_steps": search_steps}
+                        "val_loss": None, "search_steps": search_steps,
+                        "kept_steps": kept_steps}
         if rank < len(ranking):
             s["exploit"]["source"] = s["observations"][ranking[rank]]["source"]
         s["lr"] = lr
@@ -562,6 +661,8 @@ class StageController:
         tail = exploit["tail"]
         tail.append(loss)
         del tail[:-RECENT_LOSSES]
+        if self._stalled(exploit):
+            return self._rollback(loss, reason="stalled")
         if exploit["done"] < exploit["remaining"]:
             return []
         if s["has_val"] and (s["val_mode"] or self.cfg.forecast_source == "auto"):
@@ -569,14 +670,39 @@ class StageController:
             return [Action("evaluate")]
         return self._end_stage()
 
-    def _rollback(self, loss: float) -> list[Action]:
-        """Exploit diverged: back to the stage snapshot, continue with the next-best LR."""
+    def _stalled(self, exploit: dict[str, Any]) -> bool:
+        """With ``stall_rollback``: half-way through a stage's exploit or at its end, the
+        training loss has made less than a tenth of the drop its trial forecast (a drop of at least 20%
+        of the stage's starting loss). A short trial can look good at an LR on the edge of
+        stability that then stops learning altogether (dead units): without this the whole
+        stage, and every later one, pays for it."""
+        record = self.s["stage_record"]
+        if not self.cfg.stall_rollback or record["trial_steps"] == 0:
+            return False
+        checks = (max(exploit["remaining"] // 2, RECENT_LOSSES), exploit["remaining"])
+        if exploit["done"] not in checks:
+            return False
+        reference = record["reference_loss"]
+        promised = _winner_field(self.s, "forecast_train")
+        finite = [v for v in exploit["tail"] if math.isfinite(v)]
+        if reference is None or promised is None or not finite:
+            return False
+        expected_drop = reference - promised
+        first = abs(self.s["first_loss"] or 0.0)
+        if expected_drop < STALL_MIN_DROP * max(abs(reference), 0.05 * first):
+            return False  # a plateau stage (or losses near zero): nothing much was promised
+        return reference - _mean(finite) < STALL_FRACTION * expected_drop
+
+    def _rollback(self, loss: float, reason: str = "diverged") -> list[Action]:
+        """Exploit diverged (or stalled): back to the stage snapshot, continue with the
+        next-best LR."""
         s = self.s
         exploit = s["exploit"]
         s["stage_record"]["rollbacks"].append(
-            {"lr": exploit["lr"], "step": s["steps"], "loss": _finite_or_none(loss)})
+            {"lr": exploit["lr"], "step": s["steps"], "loss": _finite_or_none(loss),
+             "reason": reason})
         self.events.append({"type": "rollback", "stage": s["stage"], "lr": exploit["lr"],
-                            "step": s["steps"]})
+                            "step": s["steps"], "reason": reason})
         rank = exploit["rank"] + 1
         record = s["stage_record"]
         if record["trial_steps"] == 0:  # final exploit without search: halve the LR
@@ -608,7 +734,7 @@ class StageController:
             forecast_error_train=error_train, forecast_error_val=error_val,
             trials=trials, trials_completed=outcomes["completed"],
             trials_early_stopped=outcomes["early_stopped"], trials_diverged=outcomes["diverged"],
-            search_steps=exploit["search_steps"],
+            search_steps=exploit["search_steps"], kept_steps=exploit.get("kept_steps", 0),
             exploit_steps=s["steps"] - record["start_step"] - exploit["search_steps"],
             end_step=s["steps"],
         )
@@ -616,8 +742,8 @@ class StageController:
         self.events.append({"type": "stage_end", "stage": s["stage"], "step": s["steps"],
                             "lr": exploit["lr"], "forecast_error": error, "actual_loss": actual})
         # Warm start: this stage's scored trials inform the next stage's GP.
-        s["prior"] = [{"lr": o["lr"], "score": o["score"]} for o in trials
-                      if o["score"] is not None] if self.cfg.warm_start else []
+        s["prior"] = [{"lr": o["lr"], "score": o["score"], "chosen": o["lr"] == exploit["lr"]}
+                      for o in trials if o["score"] is not None] if self.cfg.warm_start else []
         if exploit["val_loss"] is not None:
             s["last_val_loss"] = exploit["val_loss"]
         s["stage"] += 1

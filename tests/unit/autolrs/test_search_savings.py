@@ -1,0 +1,238 @@
+"""The default preset's savings over the reference search, each on its own switch:
+bracketing, validation from the first stage, the LR-decay limit, like-for-like early stop,
+completed trials ranked first, spaced proposals and the kept-trial step count."""
+
+import math
+
+import pytest
+
+from autolrs.config import AutoLRSConfig
+from autolrs.engine.bo import LRSearch, Observation, SearchSpace
+from autolrs.engine.controller import BRACKET_LOG10, StageController
+
+from .sim import ToyTraining, drive, make_config
+
+
+def full_stages(ctrl: StageController) -> list[dict]:
+    return [h for h in ctrl.history if not h.get("incomplete") and h["trials"]]
+
+
+def test_a_bracketed_search_has_worse_trials_on_both_sides_of_its_choice():
+    cfg = make_config(tau=50, tau_max=100, trials_per_stage=10, max_steps=1200,
+                      max_lr_decay=0.0)
+    ctrl = StageController(cfg)
+    drive(ctrl, ToyTraining(seed=3))
+    checked = 0
+    for stage in full_stages(ctrl):
+        trials = stage["trials"]
+        if len(trials) >= cfg.trials_per_stage or stage["rollbacks"]:
+            continue  # the cap ends a search whatever its shape
+        chosen = math.log10(stage["lr"])
+        others = [math.log10(t["lr"]) for t in trials if t["lr"] != stage["lr"]]
+        for side, edge in ((1, math.log10(cfg.max_lr)), (-1, math.log10(cfg.min_lr))):
+            assert (abs(edge - chosen) < 1e-3
+                    or any(0 < side * (x - chosen) <= BRACKET_LOG10 for x in others)), stage
+        checked += 1
+    assert checked >= 3
+
+
+def test_without_bracketing_a_search_may_stop_unbracketed():
+    # The switch really switches: the same run without it ends some stage one-sided.
+    cfg = make_config(tau=50, tau_max=100, trials_per_stage=10, max_steps=1200,
+                      max_lr_decay=0.0, bracket_search=False)
+    ctrl = StageController(cfg)
+    drive(ctrl, ToyTraining(seed=3))
+    on = StageController(make_config(tau=50, tau_max=100, trials_per_stage=10,
+                                     max_steps=1200, max_lr_decay=0.0))
+    drive(on, ToyTraining(seed=3))
+    assert ([len(h["trials"]) for h in full_stages(ctrl)]
+            != [len(h["trials"]) for h in full_stages(on)])
+
+
+def test_early_validation_scores_trials_on_validation_loss_from_the_first_stage():
+    cfg = make_config(tau=50, tau_max=100, max_steps=400)
+    ctrl = StageController(cfg, has_val=True)
+    env = ToyTraining()
+    drive(ctrl, env)
+    first = ctrl.history[0]
+    assert first["val_mode"] and first["tau"] < cfg.tau_max
+    assert any(t["source"] == "val" for t in first["trials"] if t["score"] is not None)
+    evaluations = [step for step, a in env.actions if a.kind == "evaluate"]
+    assert evaluations and evaluations[0] <= first["trial_steps"]
+
+    late = StageController(make_config(tau=50, tau_max=100, max_steps=400,
+                                       early_validation=False), has_val=True)
+    drive(late, ToyTraining())
+    assert not late.history[0]["val_mode"]
+
+
+def test_early_validation_needs_a_validation_function():
+    ctrl = StageController(make_config(max_steps=200), has_val=False)
+    drive(ctrl, ToyTraining())
+    assert not any(h["val_mode"] for h in ctrl.history)
+
+
+@pytest.mark.parametrize("factor", [2.0, 3.0])
+def test_a_stage_never_searches_below_the_last_lr_over_max_lr_decay(factor):
+    cfg = make_config(tau=40, tau_max=80, trials_per_stage=6, max_steps=1500,
+                      max_lr_decay=factor)
+    ctrl = StageController(cfg)
+    drive(ctrl, ToyTraining(seed=1))
+    stages = full_stages(ctrl)
+    assert len(stages) >= 4
+    for before, stage in zip(stages, stages[1:]):
+        floor = before["lr"] / factor
+        assert stage["lr_floor"] == pytest.approx(floor)
+        assert min(t["lr"] for t in stage["trials"]) >= floor * (1 - 1e-12)
+
+
+def test_no_decay_limit_leaves_the_interval_whole():
+    ctrl = StageController(make_config(max_lr_decay=0.0, max_steps=300))
+    drive(ctrl, ToyTraining())
+    assert all(h.get("lr_floor") is None for h in ctrl.history)
+
+
+def _stage_with(observations: list[dict], **overrides) -> StageController:
+    ctrl = StageController(make_config(**overrides))
+    ctrl.start()
+    ctrl.s["observations"] = observations
+    return ctrl
+
+
+def test_completed_trials_rank_ahead_of_early_stopped_ones():
+    ctrl = _stage_with([
+        {"lr": 0.1, "score": 0.50, "std": 0.01, "outcome": "completed"},
+        {"lr": 0.3, "score": 0.20, "std": 0.01, "outcome": "early_stopped"},
+        {"lr": 0.03, "score": 0.40, "std": 0.01, "outcome": "completed"},
+        {"lr": 1.0, "score": None, "std": None, "outcome": "diverged"},
+    ])
+    assert ctrl._ranking() == [2, 0, 1]
+
+
+def test_early_stop_compares_like_with_like():
+    # The best trial forecast 2.1 from its first half and 1.0 in full. A new trial whose
+    # first half forecasts 2.05 is no worse than the best was at that point: it goes on
+    # (judged against the full-length 1.0 it would have been stopped).
+    cfg_kw = dict(tau=200, tau_max=200, trial_fraction=0.1)  # 20-step trials, check at 10
+    ctrl = _stage_with([{"lr": 0.1, "score": 1.0, "std": 0.05, "outcome": "completed",
+                         "partial_forecast": 2.1}], **cfg_kw)
+    flat = [2.05 + 0.001 * (i % 2) for i in range(10)]
+    trial = {"index": 1, "lr": 0.2, "steps": 10, "losses": flat, "val_losses": [],
+             "start_step": 30}
+    assert not ctrl._hopeless(trial)
+    assert trial["partial_forecast"] == pytest.approx(2.05, abs=0.01)
+    # Clearly worse than the best was at the same point: stopped.
+    ctrl = _stage_with([{"lr": 0.1, "score": 1.0, "std": 0.05, "outcome": "completed",
+                         "partial_forecast": 1.2}], **cfg_kw)
+    worse = {"index": 1, "lr": 0.2, "steps": 10, "losses": flat, "val_losses": [],
+             "start_step": 30}
+    assert ctrl._hopeless(worse)
+    # Its score is put on the full-length scale: best score + the gap at the check point.
+    assert ctrl._early_stop_score({"partial_forecast": worse["partial_forecast"],
+                                   "score": worse["partial_forecast"]}) == pytest.approx(
+        1.0 + worse["partial_forecast"] - 1.2)
+
+
+def test_early_stop_is_off_in_the_paper_preset():
+    ctrl = _stage_with([{"lr": 0.1, "score": 0.1, "std": 0.0, "outcome": "completed",
+                         "partial_forecast": 0.1}], preset="paper", tau=200, tau_max=200)
+    trial = {"index": 1, "lr": 0.2, "steps": 15, "losses": [5.0] * 15, "val_losses": [],
+             "start_step": 30}
+    assert not ctrl._hopeless(trial)
+
+
+def test_default_proposals_keep_their_distance_from_tried_lrs():
+    space = SearchSpace(min_lr=1e-3, max_lr=1.0, kappa=1.96, min_spacing_log10=0.05)
+    search = LRSearch(space, seed=0, stage=1)
+    observations = [Observation(0.01, 0.5), Observation(0.0101, 0.45), Observation(0.3, 2.0)]
+    for _ in range(5):
+        lr = search.propose(observations)
+        assert min(abs(math.log10(lr) - math.log10(o.lr)) for o in observations) >= 0.05
+        observations.append(Observation(lr, 0.46))
+
+
+def test_kept_trial_steps_are_counted():
+    cfg = make_config(tau=50, tau_max=100, max_steps=600)
+    ctrl = StageController(cfg)
+    drive(ctrl, ToyTraining())
+    stages = full_stages(ctrl)
+    assert any(h["kept_steps"] == h["trial_steps"] for h in stages)
+    for stage in stages:
+        assert stage["kept_steps"] in (0, stage["trial_steps"])
+        assert stage["search_steps"] >= stage["kept_steps"]
+    paper = StageController(make_config(preset="paper", tau=50, tau_max=100, max_steps=600))
+    drive(paper, ToyTraining())
+    assert all(h["kept_steps"] == 0 for h in full_stages(paper))
+
+
+def _exploit_after_two_falling_trials(**overrides) -> tuple[StageController, list]:
+    cfg = make_config(tau=40, tau_max=40, trial_fraction=0.25, trials_per_stage=2,
+                      max_steps=400, **overrides)
+    ctrl = StageController(cfg)
+    ctrl.start()
+    while ctrl.phase == "search":
+        for i in range(10):
+            if ctrl.phase != "search":
+                break
+            ctrl.observe_loss(1.0 - 0.04 * i)
+    assert ctrl.phase == "exploit"
+    return ctrl, ctrl.s["exploit"]
+
+
+def test_an_exploit_that_stops_learning_is_rolled_back_half_way():
+    ctrl, exploit = _exploit_after_two_falling_trials()
+    first_lr, check_at = ctrl.lr, max(exploit["remaining"] // 2, 10)
+    for step in range(1, check_at + 1):
+        actions = ctrl.observe_loss(1.05)        # no lower than the stage's start (1.0)
+        if step < check_at:
+            assert actions == []
+    assert ("restore", "stage") in [(a.kind, a.slot) for a in actions]
+    rollback = ctrl.s["stage_record"]["rollbacks"][0]
+    assert rollback["reason"] == "stalled" and rollback["lr"] == first_lr
+    assert ctrl.s["exploit"]["rank"] == 1 and ctrl.lr != first_lr
+
+
+def test_an_exploit_that_learns_then_dies_is_rolled_back_at_its_end():
+    ctrl, exploit = _exploit_after_two_falling_trials()
+    remaining = exploit["remaining"]
+    for step in range(1, remaining + 1):
+        actions = ctrl.observe_loss(0.6 if step <= remaining // 2 else 1.05)
+    assert ctrl.s["stage_record"]["rollbacks"][0]["reason"] == "stalled"
+    assert ctrl.history == [] and ctrl.s["exploit"]["rank"] == 1
+
+
+def test_losses_near_zero_are_never_called_stalled():
+    ctrl, exploit = _exploit_after_two_falling_trials()
+    ctrl.s["stage_record"]["reference_loss"] = 0.004   # far below the run's first loss (1.0)
+    ctrl.s["observations"][ctrl.s["exploit"]["ranking"][0]]["forecast_train"] = 0.002
+    for _ in range(exploit["remaining"]):
+        ctrl.observe_loss(0.005)
+    assert ctrl.history[0]["rollbacks"] == []
+
+
+def test_a_learning_exploit_is_not_a_stall_and_the_paper_never_checks():
+    ctrl, exploit = _exploit_after_two_falling_trials()
+    for _ in range(exploit["remaining"]):
+        ctrl.observe_loss(0.5)
+    assert ctrl.history[0]["rollbacks"] == []
+    paper, exploit = _exploit_after_two_falling_trials(preset="paper")
+    for _ in range(exploit["remaining"]):
+        paper.observe_loss(1.05)
+    assert paper.history[0]["rollbacks"] == []
+
+
+@pytest.mark.parametrize("value", [1.0, 0.5, -2.0, float("nan"), float("inf")])
+def test_max_lr_decay_must_be_zero_or_above_one(value):
+    with pytest.raises(ValueError, match="max_lr_decay must be 0"):
+        AutoLRSConfig(min_lr=1e-3, max_lr=1.0, max_lr_decay=value)
+
+
+def test_new_switches_are_on_in_default_and_off_in_paper():
+    ours = AutoLRSConfig(min_lr=1e-3, max_lr=1.0).resolved()
+    paper = AutoLRSConfig(min_lr=1e-3, max_lr=1.0, preset="paper").resolved()
+    assert ours.bracket_search and ours.early_validation and ours.max_lr_decay == 3.0
+    assert ours.stall_rollback and not paper.stall_rollback
+    assert not paper.bracket_search and not paper.early_validation and paper.max_lr_decay == 0
+    camel = AutoLRSConfig.from_dict({"minLR": 1e-3, "maxLR": 1.0, "bracketSearch": False,
+                                     "earlyValidation": False, "maxLRDecay": 2})
+    assert (camel.bracket_search, camel.early_validation, camel.max_lr_decay) == (False, False, 2.0)
