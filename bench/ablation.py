@@ -21,6 +21,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "fixed k (no adaptive trials)": {"adaptive_trials": False},
     "no warm start": {"warm_start": False},
     "no risk-averse selection": {"risk_averse": False},
+    "no bracketing": {"bracket_search": False},
+    "no early validation": {"early_validation": False},
+    "no LR-decay limit": {"max_lr_decay": 0.0},
+    "forecast source val (not auto)": {"forecast_source": "val"},
 }
 
 
@@ -51,7 +55,9 @@ def run_ablation(tasks: Sequence[str], seeds: Sequence[int], results: Path, jobs
                     "seed": seed,
                     "steps_to_target": steps_to(record["curve"]["val_loss"], target),
                     "final_val_loss": record["final_val_loss"],
-                    "trial_fraction": record["trial_steps"] / record["steps"]})
+                    "trial_fraction": record["trial_steps"] / record["steps"],
+                    "discarded_fraction": (record["trial_steps"]
+                                           - record.get("trial_steps_kept", 0)) / record["steps"]})
                 log(f"ablation {task} {name} seed {seed}: final val loss "
                     f"{record['final_val_loss']:.4f}")
             out["tasks"][task] = {"target_val_loss": target,
@@ -62,18 +68,25 @@ def run_ablation(tasks: Sequence[str], seeds: Sequence[int], results: Path, jobs
 
 
 def ablation_table(result: dict[str, Any]) -> str:
-    """Markdown: per task and variant, seeds reaching the target, final loss, trial share."""
-    lines = ["| task | variant | seeds reaching target (steps) | final val loss (mean ± std) "
-             "| trial steps |", "|---|---|---|---|---|"]
+    """Markdown: per task and variant, seeds reaching the target (and their mean steps when
+    all do), final loss, trial-step share (all, and discarded: not kept by exploit)."""
+    lines = ["| task | variant | seeds reaching target (steps) | mean steps to target "
+             "| final val loss (mean ± std) | trial steps: all / discarded (max over seeds) |",
+             "|---|---|---|---|---|---|"]
     for task, data in result["tasks"].items():
         for name, rows in data["variants"].items():
             reached = [r["steps_to_target"] for r in rows if r["steps_to_target"] is not None]
             finals = [r["final_val_loss"] for r in rows]
             spread = statistics.stdev(finals) if len(finals) > 1 else 0.0
-            share = statistics.mean(r["trial_fraction"] for r in rows)
+            share = [r["trial_fraction"] for r in rows]
+            discarded = [r.get("discarded_fraction", r["trial_fraction"]) for r in rows]
+            mean_steps = (f"{statistics.mean(reached):.0f}" if len(reached) == len(rows)
+                          else "–")
             lines.append(f"| {task} | {name} | {len(reached)}/{len(rows)} "
-                         f"({', '.join(map(str, reached)) or '-'}) | "
-                         f"{statistics.mean(finals):.4f} ± {spread:.4f} | {share:.0%} |")
+                         f"({', '.join(map(str, reached)) or '-'}) | {mean_steps} | "
+                         f"{statistics.mean(finals):.4f} ± {spread:.4f} | "
+                         f"{statistics.mean(share):.0%} / {statistics.mean(discarded):.0%} "
+                         f"({max(share):.0%} / {max(discarded):.0%}) |")
     return "\n".join(lines) + "\n"
 
 

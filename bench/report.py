@@ -16,7 +16,9 @@ def load_results(out_dir: Path) -> tuple[dict[str, dict[str, Any]], dict[str, An
     results = {}
     names = sorted(p.stem for p in out_dir.glob("*.json") if p.stem != "cost")
     for name in sorted(names, key=lambda n: (TASK_ORDER.index(n) if n in TASK_ORDER else 99, n)):
-        results[name] = json.loads((out_dir / f"{name}.json").read_text())
+        document = json.loads((out_dir / f"{name}.json").read_text())
+        if "summary" in document:  # a task's quality result (not ablation.json)
+            results[name] = document
     cost_path = out_dir / "cost.json"
     cost = json.loads(cost_path.read_text()) if cost_path.exists() else None
     return results, cost
@@ -45,6 +47,8 @@ def headline_table(results: dict[str, dict[str, Any]]) -> str:
     header = ["task", "budget", "best tuned baseline", "target val loss", "its steps"]
     header += [f"{n} steps (ratio)" for n in autolrs_names]
     header += [f"{n} fewer steps?" for n in autolrs_names]
+    challengers = [n for n in autolrs_names if n != "autolrs-paper"]
+    header += [f"{n} fewer steps than autolrs-paper?" for n in challengers]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for task, result in results.items():
         summary = result["summary"]
@@ -60,6 +64,9 @@ def headline_table(results: dict[str, dict[str, Any]]) -> str:
         for name in autolrs_names:
             verdict = summary["autolrs_fewer_steps_than_best_baseline"].get(name)
             row.append("–" if verdict is None else ("yes" if verdict else "no"))
+        for name in challengers:
+            verdict = summary.get("autolrs_fewer_steps_than_paper", {}).get(name)
+            row.append("–" if verdict is None else ("yes" if verdict else "no"))
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
@@ -68,7 +75,7 @@ def task_table(result: dict[str, Any]) -> str:
     """Every method of one task: steps to target, final loss and accuracy, wall time, ratios."""
     summary = result["summary"]
     header = ["method", "steps to target", "ratio", "final val loss", "ratio",
-              "final val acc", "wall s", "ratio", "trial steps"]
+              "final val acc", "wall s", "ratio", "trial steps (all / discarded)"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     methods = summary["methods"]
     order = sorted(methods, key=lambda n: (methods[n]["grid"], methods[n]["kind"] == "autolrs",
@@ -84,9 +91,17 @@ def task_table(result: dict[str, Any]) -> str:
             label, _pm(m["steps_to_target"], 0), _ratio(r["steps_to_target"]),
             _pm(m["final_val_loss"]), _ratio(r["final_val_loss"]),
             _pm(m["final_val_accuracy"], 4), _pm(m["wall_seconds"], 1), _ratio(r["wall_seconds"]),
-            "–" if m["kind"] != "autolrs" else f"{trial['mean']:.0%}",
+            "–" if m["kind"] != "autolrs" else _share(trial, m.get("discarded_trial_step_fraction")),
         ]) + " |")
     return "\n".join(lines)
+
+
+def _share(trial: dict[str, Any], discarded: dict[str, Any] | None) -> str:
+    """Trial-step share over seeds as mean (max), and the discarded part the same way."""
+    text = f"{trial['mean']:.0%} (max {trial['max']:.0%})"
+    if discarded is not None and discarded["n"]:
+        text += f" / {discarded['mean']:.0%} (max {discarded['max']:.0%})"
+    return text
 
 
 def stage_table(result: dict[str, Any]) -> str:

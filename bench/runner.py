@@ -94,7 +94,11 @@ def run_one(spec: TaskSpec, method: MethodSpec, seed: int) -> dict[str, Any]:
                   "train_loss": _clean(_thin(curve.train_loss, spec.eval_every))},
         "config": None, "history": None, "lr_schedule": None,
     }
+    record["trial_steps_kept"] = 0
     if sched is not None:
+        # Steps of winning trials that exploit continued from (keep_best_trial): spent on
+        # a trial, but not thrown away.
+        record["trial_steps_kept"] = sum(h.get("kept_steps", 0) for h in sched.history)
         record["config"] = sched.config.to_dict()
         record["history"] = [_compact_stage(h) for h in sched.history]
         record["lr_schedule"] = lr_changes
@@ -129,6 +133,7 @@ def _compact_stage(stage: dict[str, Any]) -> dict[str, Any]:
     """A stage record with its trials reduced to what the report and plot use."""
     keep = ("stage", "tau", "trial_steps", "start_step", "end_step", "lr", "predicted_loss",
             "actual_loss", "val_loss", "forecast_error", "forecast_source", "search_steps",
+            "kept_steps",
             "exploit_steps", "final", "incomplete", "rollbacks", "trials_completed",
             "trials_early_stopped", "trials_diverged")
     out = {k: stage[k] for k in keep if k in stage}

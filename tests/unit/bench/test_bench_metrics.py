@@ -29,9 +29,10 @@ def test_spread_and_ratio_refuse_partly_unreached_figures():
 
 
 def _run(method: str, kind: str, seed: int, curve: list[tuple[int, float]], *, lr=None,
-         grid=False, trial_steps=0, wall=1.0) -> dict:
+         grid=False, trial_steps=0, kept=0, wall=1.0) -> dict:
     return {"method": method, "kind": kind, "seed": seed, "lr": lr, "grid": grid,
-            "steps": curve[-1][0], "trial_steps": trial_steps, "wall_seconds": wall,
+            "steps": curve[-1][0], "budget": curve[-1][0], "trial_steps": trial_steps,
+            "trial_steps_kept": kept, "wall_seconds": wall,
             "final_val_loss": curve[-1][1], "final_val_accuracy": 1 - curve[-1][1] / 10,
             "curve": {"val_loss": curve}}
 
@@ -80,3 +81,25 @@ def test_summary_ratios_come_from_the_measured_numbers():
     assert y["ratio_to_best_baseline"]["steps_to_target"] is None
     assert summary["autolrs_fewer_steps_than_best_baseline"] == {"autolrs-x": True,
                                                                  "autolrs-y": False}
+
+
+def test_versus_paper_counts_its_unreached_seeds_as_the_whole_budget():
+    runs = [r for r in synthetic_runs() if not r["method"].startswith("autolrs")]
+    for seed in (0, 1):
+        # paper: reaches the 0.6 target at 300 on seed 0 only (censored mean (300+400)/2)
+        runs.append(_run("autolrs-paper", "autolrs", seed,
+                         [(100, 1.0), (200, 0.9), (300, 0.6 if seed == 0 else 0.9), (400, 0.9)],
+                         trial_steps=200))
+        # default: reaches it at 200 and 300 (mean 250 < 350); 40 of its 100 trial steps kept
+        runs.append(_run("autolrs-default", "autolrs", seed,
+                         [(100, 1.0), (200 + 100 * seed, 0.6), (400, 0.5)],
+                         trial_steps=100, kept=40))
+        # late: reaches it on both seeds but at 400 (not fewer than 350)
+        runs.append(_run("autolrs-late", "autolrs", seed, [(100, 1.0), (400, 0.6)]))
+    summary = summarize(runs)
+    assert summary["autolrs_fewer_steps_than_paper"] == {"autolrs-default": True,
+                                                         "autolrs-late": False}
+    default = summary["methods"]["autolrs-default"]
+    assert default["trial_step_fraction"]["mean"] == pytest.approx(0.25)
+    assert default["discarded_trial_step_fraction"]["mean"] == pytest.approx(0.15)
+    assert summary["methods"]["autolrs-paper"]["steps_to_target_censored"]["mean"] == 350
