@@ -137,7 +137,8 @@ def cost_table(cost: dict[str, Any]) -> str:
              f"{bo['paper']['propose']['median_ms']:.1f} ms", f"< {t['bo_decision_ms']:g} ms"),
             ("BO decision (GP fit + ask), default preset (sampled acquisition)",
              f"{bo['default']['propose']['median_ms']:.1f} ms", f"< {t['bo_decision_ms']:g} ms"),
-            ("default preset's extra 'keep searching?' check (a second GP fit)",
+            ("default preset's 'keep searching?' check (its own GP fit here; the "
+             "controller shares it with the next proposal)",
              f"{bo['default']['lower_bound_check']['median_ms']:.1f} ms", "–")]
     for preset, figures in cost["controller"].items():
         rows.append((f"whole controller step ending a trial ({preset}: forecast, BO, checks)",
