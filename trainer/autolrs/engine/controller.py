@@ -422,7 +422,7 @@ class StageController:
             return False
         if s["trial_steps"] // 2 < 2 * MIN_POINTS:
             return False  # too short to judge from a part of it
-        check_at = max(round(s["trial_steps"] * EARLY_STOP_AT), 2 * MIN_POINTS)
+        check_at = round(s["trial_steps"] * EARLY_STOP_AT)
         if trial["steps"] < check_at:
             return False
         if s["val_mode"] and self._forecast_source() == "val":
