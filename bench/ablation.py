@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from bench.methods import autolrs_method
+from bench.metrics import steps_to_target
 from bench.runner import run_job
 from bench.tasks import get_task
 
@@ -26,12 +27,6 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "no LR-decay limit": {"max_lr_decay": 0.0},
     "forecast source val (not auto)": {"forecast_source": "val"},
 }
-
-
-def steps_to(curve: Sequence[Sequence[float | None]], target: float) -> int | None:
-    """First evaluation step whose validation loss is at or below ``target``."""
-    return next((int(step) for step, value in curve if value is not None and value <= target),
-                None)
 
 
 def run_ablation(tasks: Sequence[str], seeds: Sequence[int], results: Path, jobs: int = 2,
@@ -53,7 +48,7 @@ def run_ablation(tasks: Sequence[str], seeds: Sequence[int], results: Path, jobs
                 record = future.result()
                 rows[name].append({
                     "seed": seed,
-                    "steps_to_target": steps_to(record["curve"]["val_loss"], target),
+                    "steps_to_target": steps_to_target(record["curve"]["val_loss"], target),
                     "final_val_loss": record["final_val_loss"],
                     "trial_fraction": record["trial_steps"] / record["steps"],
                     "discarded_fraction": (record["trial_steps"]

@@ -1,13 +1,14 @@
 """The ablation summary: steps to target and the markdown table, from synthetic records."""
 
-from bench.ablation import VARIANTS, ablation_table, steps_to
+from bench.ablation import VARIANTS, ablation_table
+from bench.metrics import steps_to_target
 from bench.methods import autolrs_method
 
 
 def test_steps_to_target_is_the_first_eval_at_or_below_it():
     curve = [[50, 2.0], [100, None], [150, 0.5], [200, 0.4]]
-    assert steps_to(curve, 0.5) == 150
-    assert steps_to(curve, 0.1) is None
+    assert steps_to_target(curve, 0.5) == 150
+    assert steps_to_target(curve, 0.1) is None
 
 
 def test_every_variant_is_a_valid_config():
