@@ -283,3 +283,9 @@ def promtool_check_metrics(exposition: str | bytes) -> subprocess.CompletedProce
     text = exposition.decode() if isinstance(exposition, bytes) else exposition
     return subprocess.run([binary, "check", "metrics"], input=text, capture_output=True,
                           text=True, timeout=60)
+
+
+def promtool_check_endpoint(port: int, host: str = "127.0.0.1") -> subprocess.CompletedProcess[str]:
+    """Scrape ``http://host:port/metrics`` once and run ``promtool check metrics`` on it."""
+    with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=10) as resp:
+        return promtool_check_metrics(resp.read())

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import urllib.request
 
 import pytest
 from prometheus_client import CollectorRegistry
 
 from autolrs.metrics import TrainerMetrics
-from tests.helpers.services import free_port, promtool_check_metrics
+from tests.helpers.services import free_port, promtool_check_endpoint
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -30,9 +29,7 @@ def test_prometheus_scrapes_learning_rate_and_sees_a_decision(prometheus_service
         steps = prom.query('autolrs_optimizer_steps_total{phase="warmup"}')
         assert float(steps[0]["value"][1]) == 1
 
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
-            exposition = resp.read()
-        check = promtool_check_metrics(exposition)
+        check = promtool_check_endpoint(port)
         assert check.returncode == 0, check.stdout + check.stderr
     finally:
         metrics.close()
