@@ -34,6 +34,7 @@ PRESET_VALUES: dict[str, dict[str, Any]] = {
         "early_validation": False,
         "max_lr_decay": 0.0,
         "stall_rollback": False,
+        "cooldown": 0.0,
     },
     "default": {
         "kappa": 1.96,
@@ -50,6 +51,7 @@ PRESET_VALUES: dict[str, dict[str, Any]] = {
         "early_validation": True,
         "max_lr_decay": 3.0,
         "stall_rollback": True,
+        "cooldown": 0.2,
     },
 }
 
@@ -82,6 +84,7 @@ CAMEL_NAMES: dict[str, str] = {
     "early_validation": "earlyValidation",
     "max_lr_decay": "maxLRDecay",
     "stall_rollback": "stallRollback",
+    "cooldown": "cooldown",
     "lr_scaling": "lrScaling",
     "reference_batch_size": "referenceBatchSize",
 }
@@ -123,6 +126,7 @@ class AutoLRSConfig:
     early_validation: bool | None = None
     max_lr_decay: float | None = None
     stall_rollback: bool | None = None
+    cooldown: float | None = None
     # Distributed: rescale [min_lr, max_lr] with the global batch size.
     lr_scaling: str = "none"
     reference_batch_size: int | None = None
@@ -181,6 +185,8 @@ class AutoLRSConfig:
         for name, preset_value in PRESET_VALUES[self.preset].items():
             if values[name] is None:
                 values[name] = preset_value
+        if values["max_steps"] is None and self.cooldown is None:
+            values["cooldown"] = 0.0  # no budget to end: the preset's cooldown does not apply
         if values["warmup_lr"] is None:
             values["warmup_lr"] = values["max_lr"]
         out = dataclasses.replace(self, **values)
@@ -282,12 +288,30 @@ class AutoLRSConfig:
             raise ValueError(
                 f"max_lr_decay must be 0 (no limit) or a number > 1, got {self.max_lr_decay}"
             )
+        if self.cooldown is not None:
+            if not (math.isfinite(self.cooldown) and 0 <= self.cooldown <= 0.5):
+                raise ValueError(
+                    f"cooldown must be a fraction of max_steps in [0, 0.5], got {self.cooldown}"
+                )
+            if self.cooldown > 0 and self.max_steps is None:
+                raise ValueError(
+                    f"cooldown={self.cooldown} needs max_steps: the LR decays to 0 over the "
+                    "last part of a known budget (set max_steps, or cooldown to 0)"
+                )
         if self.lr_scaling not in ("none", "linear", "sqrt"):
             raise ValueError(f"lr_scaling must be one of none, linear, sqrt, got {self.lr_scaling!r}")
         if self.reference_batch_size is not None and self.reference_batch_size < 1:
             raise ValueError(
                 f"reference_batch_size must be >= 1, got {self.reference_batch_size}"
             )
+
+    @property
+    def cooldown_steps(self) -> int:
+        """Steps at the end of ``max_steps`` in which the LR decays linearly to 0 (resolved
+        config; 0 without a budget)."""
+        if not self.cooldown or self.max_steps is None:
+            return 0
+        return int(round(self.max_steps * self.cooldown))
 
     @property
     def trial_steps(self) -> int:

@@ -56,7 +56,7 @@ def test_exploit_uses_the_best_forecast_lr():
 def test_default_keeps_the_winning_trial_when_it_was_last():
     cfg = make_config(tau=10, tau_max=20, trial_fraction=0.2, trials_per_stage=2,
                       early_stop_trials=False, adaptive_trials=False, warm_start=False,
-                      max_steps=14)
+                      max_steps=14, cooldown=0)
     ctrl = StageController(cfg)
     env = ToyTraining()
     drive(ctrl, env)

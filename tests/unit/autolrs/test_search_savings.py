@@ -233,6 +233,8 @@ def test_new_switches_are_on_in_default_and_off_in_paper():
     assert ours.bracket_search and ours.early_validation and ours.max_lr_decay == 3.0
     assert ours.stall_rollback and not paper.stall_rollback
     assert not paper.bracket_search and not paper.early_validation and paper.max_lr_decay == 0
+    budgeted = AutoLRSConfig(min_lr=1e-3, max_lr=1.0, max_steps=500).resolved()
+    assert budgeted.cooldown == 0.2 and paper.cooldown == 0
     camel = AutoLRSConfig.from_dict({"minLR": 1e-3, "maxLR": 1.0, "bracketSearch": False,
                                      "earlyValidation": False, "maxLRDecay": 2})
     assert (camel.bracket_search, camel.early_validation, camel.max_lr_decay) == (False, False, 2.0)

@@ -23,7 +23,8 @@ def tiny_result(tmp_path_factory):
                    autolrs_overrides={"trials_per_stage": 2, "min_trials": 1})
     out = tmp_path_factory.mktemp("bench")
     results = run_quality([spec], seeds=[0], jobs=1, out_dir=out, log=lambda _: None,
-                          autolrs_methods=[autolrs_method("paper", {"preset": "paper"})])
+                          autolrs_methods=[autolrs_method("paper", {"preset": "paper"}),
+                                           autolrs_method("default")])
     return results["digits"], out
 
 
@@ -32,7 +33,7 @@ def test_every_run_record_has_the_schema_and_spends_the_budget(tiny_result):
     assert json.loads((out / "digits.json").read_text()) == json.loads(json.dumps(result))
     names = {r["method"] for r in result["runs"]}
     assert names == {"constant lr=0.03", "constant lr=0.3", "constant (best)", "cosine",
-                     "onecycle", "step decay", "autolrs-paper"}
+                     "onecycle", "step decay", "autolrs-paper", "autolrs-default"}
     for run in result["runs"]:
         assert run["steps"] == BUDGET
         assert sum(run["phase_steps"].values()) == BUDGET
@@ -44,7 +45,7 @@ def test_every_run_record_has_the_schema_and_spends_the_budget(tiny_result):
 
 def test_autolrs_record_counts_its_trial_steps_and_keeps_its_schedule(tiny_result):
     result, _ = tiny_result
-    (run,) = [r for r in result["runs"] if r["kind"] == "autolrs"]
+    (run,) = [r for r in result["runs"] if r["method"] == "autolrs-paper"]
     trials = [t for stage in run["history"] for t in stage["trials"]]
     assert trials and run["trial_steps"] == run["phase_steps"]["search"] > 0
     assert run["trial_steps"] >= sum(t["steps"] for t in trials)
@@ -79,6 +80,12 @@ def test_report_and_figure_are_written(tiny_result, tmp_path):
     shutil.copy(out / "digits.json", tmp_path / "digits.json")
     text = write_report(tmp_path)
     assert "| digits | 60 |" in text and "autolrs-paper" in text
+    # The default's last 12 steps (cooldown 0.2 of 60) decay its LR to 0.
+    (run,) = [r for r in result["runs"] if r["method"] == "autolrs-default"]
+    cooldown = run["history"][-1]
+    assert cooldown["cooldown"] and cooldown["start_step"] == 48
+    assert [lr for step, lr in run["lr_schedule"] if step > 48][-1] < cooldown["lr"] / 10
+    assert f"{cooldown['lr']:.3g} -> " in text and "(cooldown)" in text
     assert (tmp_path / "README.md").read_text() == text
 
 

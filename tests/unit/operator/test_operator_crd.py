@@ -102,6 +102,8 @@ BAD = [
     ({"autolrs": {"minLR": 0.1, "maxLR": 1, "trialFraction": 0.9}}, "spec.autolrs.trialFraction"),
     ({"autolrs": {"minLR": 0.1, "maxLR": 1, "lrScaling": "linear"}}, "referenceBatchSize is required"),
     ({"autolrs": {"maxLR": 1}}, "minLR"),
+    ({"autolrs": {"minLR": 0.1, "maxLR": 1, "cooldown": 0.2}}, "spec.autolrs.cooldown needs spec.autolrs.maxSteps"),
+    ({"autolrs": {"minLR": 0.1, "maxLR": 1, "maxSteps": 100, "cooldown": 0.7}}, "spec.autolrs.cooldown"),
     ({"stateStore": {}}, "spec.stateStore needs url, secretRef, or both"),
     ({"stateStore": {"url": "http://redis:6379"}}, "spec.stateStore.url"),
     ({"checkpoint": {"claimName": "a", "pvcName": "b"}}, "give claimName or pvcName, not both"),

@@ -121,6 +121,8 @@ class StageController:
         for holder in [s["trial"], s["exploit"], *s["observations"], *s["prior"]]:
             if holder is not None:
                 holder["lr"] *= factor
+        if (s["exploit"] or {}).get("cooldown_lr") is not None:
+            s["exploit"]["cooldown_lr"] *= factor
         if (s["stage_record"] or {}).get("lr_floor") is not None:
             s["stage_record"]["lr_floor"] *= factor
         self.cfg = AutoLRSConfig.from_dict(s["config"]).resolved()
@@ -210,8 +212,14 @@ class StageController:
             recent = self.s["recent"]
             recent.append(loss)
             del recent[:-RECENT_LOSSES]
-        if self.cfg.max_steps is not None and self.s["steps"] >= self.cfg.max_steps:
+        if (self.cfg.max_steps is not None and self.s["steps"] >= self.cfg.max_steps
+                and not (self._exploit_ends_now() and self.s["stage_record"]["final"])):
             return self._finish("max_steps reached")
+        if self._cooldown_due():
+            actions = self._close_stage()
+            self.s["stage"] += 1
+            return actions + self._begin_final_exploit(
+                self.cfg.max_steps - self.s["steps"], cooldown=True)
         phase = self.s["phase"]
         if phase == "warmup":
             return self._on_warmup_step()
@@ -258,6 +266,31 @@ class StageController:
             return None
         return self.cfg.max_steps - self.s["steps"]
 
+    def _search_remaining(self) -> int | None:
+        """Steps left before the cooldown (before max_steps without one); None: no budget."""
+        remaining = self._remaining()
+        return None if remaining is None else remaining - self.cfg.cooldown_steps
+
+    def _exploit_ends_now(self) -> bool:
+        """This step is the planned last one of a stage's exploit (not a cooldown's): the
+        stage ends normally, with its forecast checked (a final stage even on the
+        budget's last step)."""
+        exploit = self.s["exploit"]
+        return (self.s["phase"] == "exploit" and exploit.get("cooldown_lr") is None
+                and exploit["done"] + 1 >= exploit["remaining"])
+
+    def _cooldown_due(self) -> bool:
+        """The cooldown's first step is next, but a stage (or warmup) is still running: the
+        stages were not fitted to the budget (``fit_final_stage`` off). A final stage's
+        planned end is left to finish normally (it ends exactly here)."""
+        s = self.s
+        if not self.cfg.cooldown_steps or self._search_remaining() > 0:
+            return False
+        if s["phase"] == "exploit" and (s["exploit"].get("cooldown_lr") is not None
+                                        or self._exploit_ends_now()):
+            return False
+        return s["phase"] in ("warmup", "search", "exploit")
+
     def _stage_cost(self, tau: int, trial_steps: int) -> int:
         kept = trial_steps if self.cfg.keep_best_trial else 0
         return self.cfg.trials_per_stage * trial_steps + tau - kept
@@ -268,7 +301,9 @@ class StageController:
         s["observations"] = []
         s["best_saved"] = None
         s["exploit"] = None
-        remaining = self._remaining()
+        remaining = self._search_remaining()
+        if remaining is not None and remaining <= 0 and self.cfg.cooldown_steps:
+            return self._begin_final_exploit(self._remaining(), cooldown=True)
         final = False
         if self.cfg.fit_final_stage and remaining is not None:
             cost = self._stage_cost(s["tau"], s["trial_steps"])
@@ -297,22 +332,26 @@ class StageController:
         self._start_trial(first)
         return [Action("snapshot", slot="stage"), set_lr(first)]
 
-    def _begin_final_exploit(self, remaining: int) -> list[Action]:
-        """Too little budget left for a search: keep the last stage's LR to the end."""
+    def _begin_final_exploit(self, remaining: int, cooldown: bool = False) -> list[Action]:
+        """Too little budget left for a search: keep the last stage's LR to the end of the
+        search budget. With ``cooldown``: the budget's last ``remaining`` steps, in which
+        the LR decays linearly from the one in use to 0 (a constant-LR trial cannot see
+        what annealing buys, so the search never chooses it)."""
         s = self.s
-        lr = s["history"][-1]["lr"]
+        lr = s["lr"] if cooldown or not s["history"] else s["history"][-1]["lr"]
         s["stage_record"] = {
             "stage": s["stage"], "tau": remaining, "trial_steps": 0,
-            "val_mode": s["val_mode"], "final": True, "start_step": s["steps"],
-            "reference_loss": _mean(s["recent"]), "rollbacks": [],
+            "val_mode": s["val_mode"], "final": True, "cooldown": cooldown,
+            "start_step": s["steps"], "reference_loss": _mean(s["recent"]), "rollbacks": [],
         }
         s["phase"] = "exploit"
         s["exploit"] = {"lr": lr, "rank": 0, "ranking": [], "remaining": remaining, "done": 0,
                         "predicted": None, "source": "train", "tail": [], "val_loss": None,
-                        "search_steps": 0}
+                        "search_steps": 0, "cooldown_lr": lr if cooldown else None}
         s["lr"] = lr
         self.events.append({"type": "decision", "stage": s["stage"], "lr": lr, "tau": remaining,
-                            "predicted_loss": None, "trials": 0, "step": s["steps"]})
+                            "predicted_loss": None, "trials": 0, "step": s["steps"],
+                            "cooldown": cooldown})
         return [Action("snapshot", slot="stage"), set_lr(lr)]
 
     def _search(self) -> LRSearch:
@@ -558,7 +597,7 @@ class StageController:
         """Under the trial cap k, and enough budget left for one more trial."""
         if len(self.s["observations"]) >= self.cfg.trials_per_stage:
             return False
-        remaining = self._remaining()
+        remaining = self._search_remaining()
         return remaining is None or remaining > self.s["trial_steps"]
 
     def _bracket_lr(self) -> float | None:
@@ -638,6 +677,11 @@ class StageController:
             if s["best_saved"] is not None:
                 actions.append(Action("drop", slot="best"))
         s["best_saved"] = None
+        if record["final"] and self._search_remaining() is not None:
+            # The last stage fills the budget: its search may have needed fewer than the
+            # k trials its length was fitted for, and a second, tiny stage would search
+            # again for a few steps of use.
+            remaining = self._search_remaining()
         search_steps = s["steps"] - record["start_step"]
         s["phase"] = "exploit"
         s["exploit"] = {"lr": lr, "rank": rank, "ranking": ranking, "remaining": max(remaining, 1),
@@ -661,6 +705,10 @@ class StageController:
         tail = exploit["tail"]
         tail.append(loss)
         del tail[:-RECENT_LOSSES]
+        if exploit.get("cooldown_lr") is not None:
+            left = max(exploit["remaining"] - exploit["done"], 0)
+            s["lr"] = exploit["cooldown_lr"] * left / exploit["remaining"]
+            return []
         if self._stalled(exploit):
             return self._rollback(loss, reason="stalled")
         if exploit["done"] < exploit["remaining"]:
@@ -680,6 +728,10 @@ class StageController:
         if not self.cfg.stall_rollback or record["trial_steps"] == 0:
             return False
         checks = (max(exploit["remaining"] // 2, RECENT_LOSSES), exploit["remaining"])
+        if record["final"]:
+            # Rolling back at the end of the last stage would throw the stage away with no
+            # budget left to redo it: only the half-way check.
+            checks = checks[:1]
         if exploit["done"] not in checks:
             return False
         reference = record["reference_loss"]
@@ -707,6 +759,8 @@ class StageController:
         record = s["stage_record"]
         if record["trial_steps"] == 0:  # final exploit without search: halve the LR
             exploit.update(lr=exploit["lr"] / 2, done=0, tail=[])
+            if exploit.get("cooldown_lr") is not None:
+                exploit.update(cooldown_lr=exploit["lr"], remaining=max(self._remaining(), 1))
             s["lr"] = exploit["lr"]
             return [Action("restore", slot="stage"), set_lr(s["lr"])]
         actions = self._begin_exploit(rank)
@@ -739,6 +793,7 @@ class StageController:
             end_step=s["steps"],
         )
         s["history"].append(record)
+        s["stage_record"] = None
         self.events.append({"type": "stage_end", "stage": s["stage"], "step": s["steps"],
                             "lr": exploit["lr"], "forecast_error": error, "actual_loss": actual})
         # Warm start: this stage's scored trials inform the next stage's GP.
@@ -760,13 +815,25 @@ class StageController:
     # ------------------------------------------------------------ end
 
     def _finish(self, reason: str) -> list[Action]:
-        """Budget spent. Mid-search, leave the model in the best state known, not a trial's."""
+        """Budget spent: close the stage in progress, then stop."""
+        s = self.s
+        actions = self._close_stage()
+        s["phase"] = "done"
+        s["trial"] = None
+        s["awaiting_val"] = None
+        self.events.append({"type": "done", "step": s["steps"], "reason": reason})
+        return actions + [Action("done")]
+
+    def _close_stage(self) -> list[Action]:
+        """End the stage in progress before its time (budget spent, or the cooldown is
+        due) and record it. Mid-search, leave the model in the best state known, not a
+        trial's, at that state's LR."""
         s = self.s
         actions: list[Action] = []
         if s["phase"] == "search":
             best = self._best_observation()
             if s["best_saved"] is not None:
-                actions.append(Action("restore", slot="best"))
+                actions += [Action("restore", slot="best"), Action("drop", slot="best")]
                 s["lr"] = s["observations"][s["best_saved"]]["lr"]
             else:
                 actions.append(Action("restore", slot="stage"))
@@ -777,15 +844,21 @@ class StageController:
             actions.append(set_lr(s["lr"]))
         if s["phase"] in ("search", "exploit") and s["stage_record"] is not None:
             record = s["stage_record"]
-            record.update(lr=s["lr"], end_step=s["steps"], trials=s["observations"],
-                          incomplete=True,
-                          predicted_loss=(s["exploit"] or {}).get("predicted"))
+            exploit = s["exploit"] or {}
+            cooldown_lr = exploit.get("cooldown_lr")
+            record.update(lr=s["lr"] if cooldown_lr is None else cooldown_lr,
+                          end_step=s["steps"], trials=s["observations"],
+                          incomplete=cooldown_lr is None, predicted_loss=exploit.get("predicted"))
+            if cooldown_lr is not None:
+                record.update(end_lr=s["lr"], search_steps=0,
+                              exploit_steps=s["steps"] - record["start_step"])
             s["history"].append(record)
-        s["phase"] = "done"
         s["trial"] = None
-        s["awaiting_val"] = None
-        self.events.append({"type": "done", "step": s["steps"], "reason": reason})
-        return actions + [Action("done")]
+        s["exploit"] = None
+        s["stage_record"] = None
+        s["observations"] = []
+        s["best_saved"] = None
+        return actions
 
 
 def _mean(values: list[float]) -> float | None:

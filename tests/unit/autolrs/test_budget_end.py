@@ -1,0 +1,137 @@
+"""How a budgeted run ends: the last stage fills the search budget, then the cooldown
+decays the LR linearly to 0 over the last ``cooldown * max_steps`` steps."""
+
+import json
+import math
+
+import pytest
+
+from autolrs.config import AutoLRSConfig
+from autolrs.engine.controller import StageController
+
+from .sim import ToyTraining, drive, make_config
+
+
+def _lrs(cfg: AutoLRSConfig) -> tuple[StageController, list[float]]:
+    """Drive a controller to the end, recording the LR of every optimizer step."""
+    ctrl = StageController(cfg)
+    env = ToyTraining()
+    lrs: list[float] = []
+    env.apply(ctrl.start())
+    while not ctrl.done:
+        lrs.append(ctrl.lr)
+        loss = env.train_step(ctrl.lr)
+        evaluate = env.apply(ctrl.observe_loss(loss))
+        while evaluate:
+            evaluate = env.apply(ctrl.observe_val_loss(env.val_loss()))
+    return ctrl, lrs
+
+
+def test_cooldown_decays_the_last_lr_linearly_to_zero():
+    ctrl, lrs = _lrs(make_config(max_steps=300, cooldown=0.2))
+    assert len(lrs) == 300
+    last = ctrl.history[-1]
+    assert last["cooldown"] and not last.get("incomplete")
+    assert last["start_step"] == 240 and last["end_step"] == 300 and last["exploit_steps"] == 60
+    start_lr = last["lr"]
+    # The cooldown starts from the LR the last stage exploited ...
+    assert start_lr == ctrl.history[-2]["lr"]
+    assert lrs[240] == pytest.approx(start_lr)
+    # ... and falls by start_lr / 60 every step, to start_lr / 60 on the last one.
+    for i, lr in enumerate(lrs[240:]):
+        assert lr == pytest.approx(start_lr * (60 - i) / 60)
+    assert last["end_lr"] == pytest.approx(start_lr / 60)  # the LR of the last step
+    # No trial runs in the cooldown: every search ended before step 240.
+    for stage in ctrl.history[:-1]:
+        assert stage["end_step"] <= 240
+        for trial in stage["trials"]:
+            assert trial["start_step"] + trial["steps"] <= 240
+
+
+def test_the_last_stage_fills_the_search_budget():
+    """Stage 1 is fitted to the 135 steps left as if it needed all k=5 trials (tau 96); it
+    needs 3. Before, its exploit ended at step 256 and a 19-step stage followed; now the
+    exploit runs to the budget's end, and the stage ends complete, its forecast checked."""
+    cfg = make_config(max_steps=275, cooldown=0.0, tau=100, tau_max=100, trials_per_stage=5)
+    ctrl, lrs = _lrs(cfg)
+    assert len(lrs) == 275
+    first, last = ctrl.history
+    assert first["end_step"] == 140 and not first["final"]
+    assert last["final"] and last["trial_steps"] == 10 and len(last["trials"]) < 5
+    assert last["end_step"] == 275 and not last.get("incomplete")
+    assert last["exploit_steps"] == 275 - 140 - last["search_steps"]
+    assert last["actual_loss"] is not None
+
+
+def test_paper_preset_has_no_cooldown():
+    ctrl, lrs = _lrs(make_config(preset="paper", max_steps=200))
+    assert not any(h.get("cooldown") for h in ctrl.history)
+    assert lrs[-1] > 0
+    assert AutoLRSConfig(min_lr=1e-3, max_lr=1.0, preset="paper", max_steps=10).resolved().cooldown == 0
+
+
+def test_default_cooldown_applies_only_with_a_budget():
+    assert AutoLRSConfig(min_lr=1e-3, max_lr=1.0, max_steps=1000).resolved().cooldown_steps == 200
+    unbounded = AutoLRSConfig(min_lr=1e-3, max_lr=1.0).resolved()
+    assert unbounded.cooldown == 0 and unbounded.cooldown_steps == 0
+
+
+@pytest.mark.parametrize("value", [-0.1, 0.6, math.inf, math.nan])
+def test_cooldown_must_be_a_fraction_up_to_a_half(value):
+    with pytest.raises(ValueError, match=r"^cooldown must be a fraction of max_steps in \[0, 0.5\]"):
+        AutoLRSConfig(min_lr=1e-3, max_lr=1.0, max_steps=100, cooldown=value)
+
+
+def test_an_explicit_cooldown_needs_max_steps():
+    with pytest.raises(ValueError, match="^cooldown=0.1 needs max_steps"):
+        AutoLRSConfig(min_lr=1e-3, max_lr=1.0, cooldown=0.1)
+    AutoLRSConfig(min_lr=1e-3, max_lr=1.0, cooldown=0)  # 0 means off: fine without a budget
+
+
+@pytest.mark.parametrize("preset", ["paper", "default"])
+def test_cooldown_cuts_a_stage_the_budget_was_not_fitted_for(preset):
+    """fit_final_stage off: a stage still running at the cooldown's start is closed (its
+    state and LR the best known, as when the budget runs out) and the cooldown begins."""
+    cfg = make_config(preset=preset, max_steps=250, cooldown=0.2, fit_final_stage=False)
+    ctrl, lrs = _lrs(cfg)
+    assert len(lrs) == 250
+    cut = ctrl.history[-2]
+    last = ctrl.history[-1]
+    assert last["cooldown"] and last["start_step"] == 200 and last["stage"] == cut["stage"] + 1
+    assert cut["end_step"] == 200 and cut.get("incomplete")
+    assert last["lr"] == pytest.approx(cut["lr"])
+    assert lrs[200] == pytest.approx(last["lr"])
+    assert lrs[-1] == pytest.approx(last["lr"] / 50)
+
+
+def test_a_diverging_cooldown_restarts_at_half_the_lr():
+    cfg = make_config(max_steps=200, cooldown=0.25)
+    ctrl = StageController(cfg)
+    env = ToyTraining()
+    drive(ctrl, env, until_step=155)
+    exploit = ctrl.s["exploit"]
+    assert ctrl.history[-1]["end_step"] <= 150 and exploit["cooldown_lr"] is not None
+    start = exploit["cooldown_lr"]
+    actions = ctrl.observe_loss(float("nan"))
+    assert [a.kind for a in actions][:1] == ["restore"]
+    assert ctrl.s["exploit"]["cooldown_lr"] == pytest.approx(start / 2)
+    assert ctrl.lr == pytest.approx(start / 2)
+    env.apply(actions)
+    drive(ctrl, env)
+    assert ctrl.done and ctrl.steps == 200
+    assert ctrl.history[-1]["rollbacks"][0]["reason"] == "diverged"
+
+
+def test_cooldown_survives_a_state_round_trip_and_a_rescale():
+    cfg = make_config(max_steps=200, cooldown=0.25)
+    ctrl = StageController(cfg)
+    env = ToyTraining()
+    drive(ctrl, env, until_step=170)
+    restored = StageController.from_state(json.loads(json.dumps(ctrl.state_dict())))
+    assert restored.lr == ctrl.lr
+    before = restored.s["exploit"]["cooldown_lr"]
+    restored.rescale_lr(2.0)
+    assert restored.s["exploit"]["cooldown_lr"] == pytest.approx(2 * before)
+    restored.observe_loss(0.5)
+    ctrl.observe_loss(0.5)
+    assert restored.lr == pytest.approx(2 * ctrl.lr)
