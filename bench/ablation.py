@@ -26,6 +26,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "no early validation": {"early_validation": False},
     "no LR-decay limit": {"max_lr_decay": 0.0},
     "forecast source val (not auto)": {"forecast_source": "val"},
+    "no cooldown": {"cooldown": 0.0},
 }
 
 

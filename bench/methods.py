@@ -55,9 +55,10 @@ def tuned_methods(best_lr: float) -> list[MethodSpec]:
 
 
 def autolrs_method(name: str, overrides: dict[str, Any] | None = None) -> MethodSpec:
-    """An AutoLRS method; the overrides are checked against AutoLRSConfig now, not in a worker."""
+    """An AutoLRS method; the overrides are checked against AutoLRSConfig now, not in a
+    worker (with a budget, as every bench run has one)."""
     overrides = dict(overrides or {})
-    AutoLRSConfig.from_dict({"min_lr": 1e-3, "max_lr": 1.0, **overrides})
+    AutoLRSConfig.from_dict({"min_lr": 1e-3, "max_lr": 1.0, "max_steps": 1000, **overrides})
     return MethodSpec("autolrs", name if name.startswith("autolrs") else f"autolrs-{name}",
                       overrides=overrides)
 

@@ -119,10 +119,19 @@ def stage_table(result: dict[str, Any]) -> str:
                 run["method"], str(stage["stage"]), str(stage["start_step"]), str(stage["tau"]),
                 "/".join(map(str, counts)),
                 str(stage.get("search_steps", sum(t["steps"] for t in trials))),
-                "–" if stage.get("lr") is None else f"{stage['lr']:.3g}",
+                _lr(stage),
                 _num(stage.get("predicted_loss")), _num(stage.get("actual_loss")),
             ]) + (" (cut by budget)" if stage.get("incomplete") else "") + " |")
     return "\n".join(lines)
+
+
+def _lr(stage: dict[str, Any]) -> str:
+    """The stage's LR; a cooldown's as start -> LR of its last step."""
+    if stage.get("lr") is None:
+        return "–"
+    if stage.get("cooldown") and stage.get("end_lr") is not None:
+        return f"{stage['lr']:.3g} -> {stage['end_lr']:.2g} (cooldown)"
+    return f"{stage['lr']:.3g}"
 
 
 def _num(value: float | None) -> str:

@@ -97,3 +97,7 @@ def test_autolrs_option_parses_overrides_and_rejects_unknown_fields():
         parse_autolrs_option("bad:not_a_field=1")
     with pytest.raises(ValueError, match="tau"):
         parse_autolrs_option("bad:tau=3")
+    # Every bench run has a budget, so a cooldown (which needs one) is accepted.
+    assert parse_autolrs_option("long:cooldown=0.4").overrides == {"cooldown": 0.4}
+    with pytest.raises(ValueError, match="cooldown must be a fraction"):
+        parse_autolrs_option("bad:cooldown=0.9")
