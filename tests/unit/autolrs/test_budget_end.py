@@ -135,3 +135,44 @@ def test_cooldown_survives_a_state_round_trip_and_a_rescale():
     restored.observe_loss(0.5)
     ctrl.observe_loss(0.5)
     assert restored.lr == pytest.approx(2 * ctrl.lr)
+
+
+def _run(config: dict, seed: int, has_val: bool = True) -> StageController:
+    ctrl = StageController(AutoLRSConfig.from_dict({**config, "seed": seed}).resolved(),
+                           has_val=has_val)
+    env = ToyTraining(seed)
+    env.apply(ctrl.start())
+    while not ctrl.done:
+        evaluate = env.apply(ctrl.observe_loss(env.train_step(ctrl.lr)))
+        while evaluate:
+            evaluate = env.apply(ctrl.observe_val_loss(env.val_loss()))
+    return ctrl
+
+
+def test_an_exploit_started_over_still_ends_where_the_cooldown_starts():
+    """A rollback restarts the exploit for a whole tau; near the budget's end that ran past
+    the cooldown's start and the stage was cut there. It now ends at the cooldown's start,
+    complete, and every run is stages end to end with only complete ones before the last."""
+    config = {"minLR": 0.01, "maxLR": 4.0, "tau": 20, "tauMax": 40, "trialsPerStage": 3,
+              "trialFraction": 0.25, "maxSteps": 240}
+    rolled_back_before_cooldown = 0
+    for seed in range(8):
+        ctrl = _run(config, seed)
+        history = ctrl.history
+        assert history[-1]["cooldown"] and history[-1]["start_step"] == 192
+        assert all(not h.get("incomplete") for h in history), seed
+        for previous, record in zip(history, history[1:]):
+            assert record["start_step"] == previous["end_step"]
+        rolled_back_before_cooldown += bool(history[-2]["rollbacks"])
+    assert rolled_back_before_cooldown  # the case above happened
+
+
+def test_a_cooldown_ends_with_a_stage_end_event():
+    ctrl = StageController(make_config(max_steps=100, cooldown=0.3))
+    drive(ctrl, ToyTraining())
+    events = ctrl.drain_events()
+    ends = [e for e in events if e["type"] == "stage_end"]
+    last = ctrl.history[-1]
+    assert (ends[-1]["stage"], ends[-1]["step"], ends[-1]["lr"]) == (last["stage"], 100, last["lr"])
+    assert [e["type"] for e in events][-2:] == ["stage_end", "done"]
+    assert len(ends) == len(ctrl.history)

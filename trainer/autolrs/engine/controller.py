@@ -27,6 +27,7 @@ CONVERGED_LOG10 = 0.1     # decades: a lower-bound optimum this close to a tried
 STALL_MIN_DROP = 0.2      # stall check only when the trial promised at least this relative drop
 STALL_FRACTION = 0.1      # ... and half the exploit delivered less than this part of it
 EARLY_STOP_AT = 1 / 2     # fraction of a trial after which a hopeless one is stopped
+EARLY_STOP_MIN_STEPS = 2 * MIN_POINTS  # no early stop when the check point comes sooner
 BRACKET_LOG10 = 0.5       # decades: a worse trial this close on each side brackets the best
 BRACKET_STEP_LOG10 = 0.4  # decades: where a bracketing trial is placed from the best LR
 
@@ -459,7 +460,7 @@ class StageController:
         s = self.s
         if not self.cfg.early_stop_trials or "partial_forecast" in trial:
             return False
-        if s["trial_steps"] // 2 < 2 * MIN_POINTS:
+        if s["trial_steps"] // 2 < EARLY_STOP_MIN_STEPS:
             return False  # too short to judge from a part of it
         check_at = round(s["trial_steps"] * EARLY_STOP_AT)
         if trial["steps"] < check_at:
@@ -677,11 +678,16 @@ class StageController:
             if s["best_saved"] is not None:
                 actions.append(Action("drop", slot="best"))
         s["best_saved"] = None
-        if record["final"] and self._search_remaining() is not None:
+        left = self._search_remaining()
+        if left is not None and record["final"]:
             # The last stage fills the budget: its search may have needed fewer than the
             # k trials its length was fitted for, and a second, tiny stage would search
             # again for a few steps of use.
-            remaining = self._search_remaining()
+            remaining = left
+        elif left is not None and self.cfg.fit_final_stage:
+            # After a rollback an exploit starts over: it still ends where the search
+            # budget does (the cooldown starts there, or the budget ends).
+            remaining = min(remaining, left)
         search_steps = s["steps"] - record["start_step"]
         s["phase"] = "exploit"
         s["exploit"] = {"lr": lr, "rank": rank, "ranking": ranking, "remaining": max(remaining, 1),
@@ -759,8 +765,12 @@ class StageController:
         record = s["stage_record"]
         if record["trial_steps"] == 0:  # final exploit without search: halve the LR
             exploit.update(lr=exploit["lr"] / 2, done=0, tail=[])
-            if exploit.get("cooldown_lr") is not None:
-                exploit.update(cooldown_lr=exploit["lr"], remaining=max(self._remaining(), 1))
+            cooldown = exploit.get("cooldown_lr") is not None
+            if cooldown:
+                exploit["cooldown_lr"] = exploit["lr"]
+            left = self._remaining() if cooldown else self._search_remaining()
+            if left is not None:  # it starts over, and still ends where it was to end
+                exploit["remaining"] = max(left, 1)
             s["lr"] = exploit["lr"]
             return [Action("restore", slot="stage"), set_lr(s["lr"])]
         actions = self._begin_exploit(rank)
@@ -849,9 +859,12 @@ class StageController:
             record.update(lr=s["lr"] if cooldown_lr is None else cooldown_lr,
                           end_step=s["steps"], trials=s["observations"],
                           incomplete=cooldown_lr is None, predicted_loss=exploit.get("predicted"))
-            if cooldown_lr is not None:
-                record.update(end_lr=s["lr"], search_steps=0,
+            if cooldown_lr is not None:  # a cooldown ends here as planned
+                record.update(end_lr=s["lr"], search_steps=0, actual_loss=_mean(exploit["tail"]),
                               exploit_steps=s["steps"] - record["start_step"])
+                self.events.append({"type": "stage_end", "stage": s["stage"], "step": s["steps"],
+                                    "lr": cooldown_lr, "forecast_error": None,
+                                    "actual_loss": record["actual_loss"]})
             s["history"].append(record)
         s["trial"] = None
         s["exploit"] = None
