@@ -86,7 +86,8 @@ def plot_task(result: dict[str, Any], path: Path) -> None:
         ax_lr.scatter([t["start_step"] for t in lost], [t["lr"] for t in lost], s=22,
                       color=color, zorder=3, marker="x")
         for stage in run["history"] or []:
-            if stage.get("lr") is not None and stage.get("search_steps") is not None:
+            if (stage.get("lr") is not None and stage.get("search_steps") is not None
+                    and not stage.get("cooldown")):  # a cooldown shows in the LR line
                 begin = stage["start_step"] + stage["search_steps"]
                 ax_lr.plot([begin, stage.get("end_step", begin)], [stage["lr"]] * 2,
                            color=color, lw=3, alpha=0.35)
