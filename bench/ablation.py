@@ -27,6 +27,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "no LR-decay limit": {"max_lr_decay": 0.0},
     "forecast source val (not auto)": {"forecast_source": "val"},
     "no cooldown": {"cooldown": 0.0},
+    "no trial-length floor": {"min_trial_steps": 1},
+    "LR-decay limit 3 (not 2)": {"max_lr_decay": 3.0},
 }
 
 

@@ -35,6 +35,7 @@ PRESET_VALUES: dict[str, dict[str, Any]] = {
         "max_lr_decay": 0.0,
         "stall_rollback": False,
         "cooldown": 0.0,
+        "min_trial_steps": 1,
     },
     "default": {
         "kappa": 1.96,
@@ -49,9 +50,10 @@ PRESET_VALUES: dict[str, dict[str, Any]] = {
         "risk_averse": True,
         "bracket_search": True,
         "early_validation": True,
-        "max_lr_decay": 3.0,
+        "max_lr_decay": 2.0,
         "stall_rollback": True,
         "cooldown": 0.2,
+        "min_trial_steps": 40,
     },
 }
 
@@ -85,6 +87,7 @@ CAMEL_NAMES: dict[str, str] = {
     "max_lr_decay": "maxLRDecay",
     "stall_rollback": "stallRollback",
     "cooldown": "cooldown",
+    "min_trial_steps": "minTrialSteps",
     "lr_scaling": "lrScaling",
     "reference_batch_size": "referenceBatchSize",
 }
@@ -127,6 +130,7 @@ class AutoLRSConfig:
     max_lr_decay: float | None = None
     stall_rollback: bool | None = None
     cooldown: float | None = None
+    min_trial_steps: int | None = None
     # Distributed: rescale [min_lr, max_lr] with the global batch size.
     lr_scaling: str = "none"
     reference_batch_size: int | None = None
@@ -187,6 +191,9 @@ class AutoLRSConfig:
                 values[name] = preset_value
         if values["max_steps"] is None and self.cooldown is None:
             values["cooldown"] = 0.0  # no budget to end: the preset's cooldown does not apply
+        if self.min_trial_steps is None:
+            # The preset's floor gives way to short stages: at most a quarter of tau.
+            values["min_trial_steps"] = max(1, min(values["min_trial_steps"], self.tau // 4))
         if values["warmup_lr"] is None:
             values["warmup_lr"] = values["max_lr"]
         out = dataclasses.replace(self, **values)
@@ -298,6 +305,11 @@ class AutoLRSConfig:
                     f"cooldown={self.cooldown} needs max_steps: the LR decays to 0 over the "
                     "last part of a known budget (set max_steps, or cooldown to 0)"
                 )
+        if self.min_trial_steps is not None and not 1 <= self.min_trial_steps <= self.tau // 2:
+            raise ValueError(
+                f"min_trial_steps must be in [1, tau/2] = [1, {self.tau // 2}] (a trial "
+                f"longer than half a stage leaves it no exploit), got {self.min_trial_steps}"
+            )
         if self.lr_scaling not in ("none", "linear", "sqrt"):
             raise ValueError(f"lr_scaling must be one of none, linear, sqrt, got {self.lr_scaling!r}")
         if self.reference_batch_size is not None and self.reference_batch_size < 1:
@@ -315,8 +327,13 @@ class AutoLRSConfig:
 
     @property
     def trial_steps(self) -> int:
-        """tau' for the first stage: ``tau * trial_fraction``, at least 1."""
-        return max(1, round(self.tau * self.trial_fraction))
+        """tau' for the first stage: ``tau * trial_fraction``, at least ``min_trial_steps``."""
+        return self.trial_steps_for(self.tau)
+
+    def trial_steps_for(self, tau: int) -> int:
+        """tau' for a stage of ``tau`` steps: ``tau * trial_fraction``, at least
+        ``min_trial_steps`` (resolved config; unresolved: no floor)."""
+        return max(1, round(tau * self.trial_fraction), self.min_trial_steps or 1)
 
 
 def _finite_positive(name: str, value: float) -> None:

@@ -73,3 +73,31 @@ def test_batch_scaling():
     assert AutoLRSConfig(min_lr=0.01, max_lr=1.0).scaled_for_batch(256).max_lr == 1.0
     with pytest.raises(ValueError, match="reference_batch_size must be set"):
         AutoLRSConfig(min_lr=0.01, max_lr=1.0, lr_scaling="linear").scaled_for_batch(8)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(min_trial_steps=0), "min_trial_steps must be in [1, tau/2] = [1, 500]"),
+    (dict(min_trial_steps=501), "min_trial_steps must be in [1, tau/2] = [1, 500]"),
+    (dict(tau=100, min_trial_steps=51), "min_trial_steps must be in [1, tau/2] = [1, 50]"),
+])
+def test_min_trial_steps_is_at_most_half_a_stage(kwargs, message):
+    with pytest.raises(ValueError) as info:
+        AutoLRSConfig(min_lr=1e-3, max_lr=1.0, **kwargs)
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("tau, preset, explicit, floor, first_trial", [
+    (200, "default", None, 40, 40),     # tau * 0.1 = 20 steps: raised to the floor
+    (1000, "default", None, 40, 100),   # already longer than the floor
+    (100, "default", None, 25, 25),     # the preset's floor gives way: at most tau / 4
+    (10, "default", None, 2, 2),
+    (200, "default", 60, 60, 60),       # an explicit value is kept as given
+    (200, "paper", None, 1, 20),        # the reference: tau * trial_fraction
+])
+def test_min_trial_steps_floors_the_trial_length(tau, preset, explicit, floor, first_trial):
+    cfg = AutoLRSConfig(min_lr=1e-3, max_lr=1.0, tau=tau, tau_max=max(tau, 800), preset=preset,
+                        min_trial_steps=explicit).resolved()
+    assert cfg.min_trial_steps == floor
+    assert cfg.trial_steps == first_trial
+    # Later stages: tau doubles, the floor stays.
+    assert cfg.trial_steps_for(2 * tau) == max(round(0.2 * tau), floor)

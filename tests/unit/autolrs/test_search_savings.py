@@ -113,7 +113,8 @@ def test_early_stop_compares_like_with_like():
     # The best trial forecast 2.1 from its first half and 1.0 in full. A new trial whose
     # first half forecasts 2.05 is no worse than the best was at that point: it goes on
     # (judged against the full-length 1.0 it would have been stopped).
-    cfg_kw = dict(tau=200, tau_max=200, trial_fraction=0.1)  # 20-step trials, check at 10
+    cfg_kw = dict(tau=200, tau_max=200, trial_fraction=0.1,  # 20-step trials, check at 10
+                  min_trial_steps=1)
     ctrl = _stage_with([{"lr": 0.1, "score": 1.0, "std": 0.05, "outcome": "completed",
                          "partial_forecast": 2.1}], **cfg_kw)
     flat = [2.05 + 0.001 * (i % 2) for i in range(10)]
@@ -230,11 +231,33 @@ def test_max_lr_decay_must_be_zero_or_above_one(value):
 def test_new_switches_are_on_in_default_and_off_in_paper():
     ours = AutoLRSConfig(min_lr=1e-3, max_lr=1.0).resolved()
     paper = AutoLRSConfig(min_lr=1e-3, max_lr=1.0, preset="paper").resolved()
-    assert ours.bracket_search and ours.early_validation and ours.max_lr_decay == 3.0
+    assert ours.bracket_search and ours.early_validation and ours.max_lr_decay == 2.0
     assert ours.stall_rollback and not paper.stall_rollback
     assert not paper.bracket_search and not paper.early_validation and paper.max_lr_decay == 0
     budgeted = AutoLRSConfig(min_lr=1e-3, max_lr=1.0, max_steps=500).resolved()
     assert budgeted.cooldown == 0.2 and paper.cooldown == 0
     camel = AutoLRSConfig.from_dict({"minLR": 1e-3, "maxLR": 1.0, "bracketSearch": False,
-                                     "earlyValidation": False, "maxLRDecay": 2})
-    assert (camel.bracket_search, camel.early_validation, camel.max_lr_decay) == (False, False, 2.0)
+                                     "earlyValidation": False, "maxLRDecay": 4})
+    assert (camel.bracket_search, camel.early_validation, camel.max_lr_decay) == (False, False, 4.0)
+
+
+def _floored_stage(scores: list[float]) -> StageController:
+    lrs = [0.003, 0.01, 0.03, 0.1, 0.3, 0.5]
+    return _stage_with([{"lr": lr, "score": sc, "std": 0.01, "outcome": "completed"}
+                        for lr, sc in zip(lrs, scores)], bracket_search=False,
+                       trials_per_stage=10, max_steps=5000, min_trial_steps=1)
+
+
+def test_a_search_whose_best_forecast_is_at_the_zero_floor_stops(monkeypatch):
+    # Digits' first stage: several trials forecast a validation loss of 0 (the floor of a
+    # non-negative loss). The GP's lower bound dips below 0 between them, which used to
+    # promise an improvement no forecast can deliver and kept the search going to k.
+    ctrl = _floored_stage([2.0, 0.0, 0.0, 0.0, 0.4, 2.2])
+    search = ctrl._search()
+    monkeypatch.setattr(search, "lower_bound", lambda *a, **k: (-0.3, 0.02))
+    assert ctrl._keep_searching() is False
+    # A loss that may be negative (some score below 0) keeps the bound as the GP gives it.
+    ctrl = _floored_stage([2.0, -0.1, -0.1, 0.0, 0.4, 2.2])
+    search = ctrl._search()
+    monkeypatch.setattr(search, "lower_bound", lambda *a, **k: (-0.5, 0.02))
+    assert ctrl._keep_searching() is True

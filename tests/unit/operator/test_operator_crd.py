@@ -104,6 +104,8 @@ BAD = [
     ({"autolrs": {"maxLR": 1}}, "minLR"),
     ({"autolrs": {"minLR": 0.1, "maxLR": 1, "cooldown": 0.2}}, "spec.autolrs.cooldown needs spec.autolrs.maxSteps"),
     ({"autolrs": {"minLR": 0.1, "maxLR": 1, "maxSteps": 100, "cooldown": 0.7}}, "spec.autolrs.cooldown"),
+    ({"autolrs": {"minLR": 0.1, "maxLR": 1, "tau": 100, "minTrialSteps": 51}}, "spec.autolrs.minTrialSteps must be at most tau/2"),
+    ({"autolrs": {"minLR": 0.1, "maxLR": 1, "minTrialSteps": 0}}, "spec.autolrs.minTrialSteps"),
     ({"stateStore": {}}, "spec.stateStore needs url, secretRef, or both"),
     ({"stateStore": {"url": "http://redis:6379"}}, "spec.stateStore.url"),
     ({"checkpoint": {"claimName": "a", "pvcName": "b"}}, "give claimName or pvcName, not both"),

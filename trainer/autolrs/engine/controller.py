@@ -587,6 +587,10 @@ class StageController:
             return True
         bound, where = self._search().lower_bound(self._bo_observations(), ADAPTIVE_KAPPA,
                                                   s["stage_record"]["reference_loss"])
+        if all(o["score"] >= 0 for o in s["observations"] if o["score"] is not None):
+            # A loss forecast never goes below 0: a GP bound under it promises nothing
+            # (several trials forecast at that floor kept digits' first stage searching).
+            bound = max(bound, 0.0)
         margin = max(ADAPTIVE_MARGIN * abs(best["score"]), 0.5 * (best["std"] or 0.0))
         if best["score"] - bound <= margin:
             return False  # nowhere does the GP still promise a meaningful improvement
@@ -814,7 +818,7 @@ class StageController:
         s["stage"] += 1
         if s["tau"] < self.cfg.tau_max and not record["final"]:
             s["tau"] = min(s["tau"] * 2, self.cfg.tau_max)
-            s["trial_steps"] = max(1, round(s["tau"] * self.cfg.trial_fraction))
+            s["trial_steps"] = self.cfg.trial_steps_for(s["tau"])
         elif s["has_val"] and not record["final"]:
             s["val_mode"] = True
         s["exploit"] = None
