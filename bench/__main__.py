@@ -33,6 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "'no-keep:keep_best_trial=false' (repeatable)")
     parser.add_argument("--no-presets", action="store_true",
                         help="skip the autolrs-paper and autolrs-default methods")
+    parser.add_argument("--variants", default=None, metavar="NAME,...",
+                        help="ablation: only these variants (names as in bench/ablation.py, "
+                             "or 'paper'), e.g. --variants default,paper --seeds 12")
     parser.add_argument("--device", action="append", default=None, choices=["cpu", "cuda"],
                         help="cost: devices for snapshot and step-overhead figures "
                              "(default: cpu, plus cuda when available)")
@@ -59,9 +62,15 @@ def main(argv: list[str] | None = None) -> int:
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     started = time.perf_counter()
     if args.command == "ablation":
-        from bench.ablation import ablation_table, run_ablation, write_ablation
+        from bench.ablation import ablation_table, run_ablation, select_variants, write_ablation
 
-        result = run_ablation(tasks, seeds, DEFAULT_OUT, jobs=args.jobs, log=log)
+        try:
+            variants = select_variants(args.variants)
+        except ValueError as exc:
+            print(f"bench: error: {exc}", file=sys.stderr)
+            return 2
+        result = run_ablation(tasks, seeds, DEFAULT_OUT, jobs=args.jobs, log=log,
+                              variants=variants)
         write_ablation(result, out)
         print(ablation_table(result))
         return 0

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from bench.methods import autolrs_method
-from bench.metrics import steps_to_target
+from bench.metrics import min_value, steps_to_target
 from bench.runner import run_job
 from bench.tasks import get_task
 
@@ -31,11 +31,30 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "LR-decay limit 3 (not 2)": {"max_lr_decay": 3.0},
 }
 
+# Selectable with --variants but not part of the ablation: the reference, for a many-seed
+# comparison against the same committed targets.
+EXTRA_VARIANTS: dict[str, dict[str, Any]] = {"paper": {"preset": "paper"}}
+
+
+def select_variants(names: str | None) -> dict[str, dict[str, Any]]:
+    """The variants named in a comma-separated list (None: every ablation variant)."""
+    if names is None:
+        return dict(VARIANTS)
+    known = {**VARIANTS, **EXTRA_VARIANTS}
+    chosen = [n.strip() for n in names.split(",") if n.strip()]
+    unknown = [n for n in chosen if n not in known]
+    if unknown or not chosen:
+        raise ValueError(f"--variants: unknown variant {', '.join(unknown) or '(none given)'}; "
+                         f"allowed: {', '.join(known)}")
+    return {n: known[n] for n in chosen}
+
 
 def run_ablation(tasks: Sequence[str], seeds: Sequence[int], results: Path, jobs: int = 2,
-                 log: Callable[[str], None] = print) -> dict[str, Any]:
+                 log: Callable[[str], None] = print,
+                 variants: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """Run every variant on every task and seed; summarise against each task's target."""
-    out: dict[str, Any] = {"variants": VARIANTS, "seeds": list(seeds), "tasks": {}}
+    variants = dict(VARIANTS) if variants is None else variants
+    out: dict[str, Any] = {"variants": variants, "seeds": list(seeds), "tasks": {}}
     with cf.ProcessPoolExecutor(jobs) as pool:
         for task in tasks:
             committed = json.loads((results / f"{task}.json").read_text())["summary"]
@@ -44,14 +63,15 @@ def run_ablation(tasks: Sequence[str], seeds: Sequence[int], results: Path, jobs
                 pool.submit(run_job, {"spec": get_task(task),
                                       "method": autolrs_method(name, overrides).to_dict(),
                                       "seed": seed}): (name, seed)
-                for name, overrides in VARIANTS.items() for seed in seeds}
-            rows: dict[str, list[dict[str, Any]]] = {name: [] for name in VARIANTS}
+                for name, overrides in variants.items() for seed in seeds}
+            rows: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
             for future in cf.as_completed(futures):
                 name, seed = futures[future]
                 record = future.result()
                 rows[name].append({
                     "seed": seed,
                     "steps_to_target": steps_to_target(record["curve"]["val_loss"], target),
+                    "min_val_loss": min_value(record["curve"]["val_loss"]),
                     "final_val_loss": record["final_val_loss"],
                     "trial_fraction": record["trial_steps"] / record["steps"],
                     "discarded_fraction": (record["trial_steps"]
@@ -89,7 +109,7 @@ def ablation_table(result: dict[str, Any]) -> str:
 
 
 def write_ablation(result: dict[str, Any], out: Path) -> None:
-    """bench/results/ablation.json and ablation.md."""
+    """ablation.json and ablation.md in ``out`` (bench/results/ unless --out says otherwise)."""
     from autolrs.atomic import atomic_write_bytes, atomic_write_json
 
     atomic_write_json(out / "ablation.json", result)

@@ -33,3 +33,24 @@ def test_table_counts_seeds_and_averages():
     assert "| mnist1d | default | 1/2 (900) | – | 0.2000 ± 0.1414 | 25% / 15% (30% / 20%) |" in table
     # Every seed reached it: the mean; a record without a kept count discards every trial step.
     assert "| mnist1d | fixed k | 2/2 (700, 900) | 800 | 0.2000 ± 0.0000 | 50% / 50% (50% / 50%) |" in table
+
+
+def test_variants_can_be_selected_by_name_and_include_the_paper_preset():
+    from bench.ablation import EXTRA_VARIANTS, select_variants
+
+    assert select_variants(None) == VARIANTS
+    chosen = select_variants("default, paper")
+    assert list(chosen) == ["default", "paper"] and chosen["paper"] == {"preset": "paper"}
+    for name, overrides in EXTRA_VARIANTS.items():
+        assert autolrs_method(name, overrides).overrides == overrides
+    import pytest
+    with pytest.raises(ValueError, match="unknown variant fast; allowed: default, "):
+        select_variants("default,fast")
+
+
+def test_the_cli_rejects_an_unknown_variant_in_one_line(capsys):
+    from bench.__main__ import main
+
+    assert main(["ablation", "--variants", "nope"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("bench: error: --variants: unknown variant nope") and "\n" not in err
