@@ -312,6 +312,8 @@ class StageController:
                 final = True
                 scale = remaining / cost
                 tau = max(1, int(s["tau"] * scale))
+                # Shrunk with the stage, not floored by min_trial_steps (trial_steps_for):
+                # a fitted last stage's trials must fit what is left of the budget.
                 trial = max(1, round(tau * self.cfg.trial_fraction))
                 if trial < MIN_FINAL_TRIAL_STEPS and s["history"]:
                     return self._begin_final_exploit(remaining)
