@@ -29,6 +29,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "no cooldown": {"cooldown": 0.0},
     "no trial-length floor": {"min_trial_steps": 1},
     "LR-decay limit 3 (not 2)": {"max_lr_decay": 3.0},
+    "no LR range test": {"range_test": False},
 }
 
 # Selectable with --variants but not part of the ablation: the reference, for a many-seed

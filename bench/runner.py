@@ -136,7 +136,7 @@ def _compact_stage(stage: dict[str, Any]) -> dict[str, Any]:
             "kept_steps",
             "exploit_steps", "final", "incomplete", "cooldown", "end_lr", "rollbacks",
             "trials_completed",
-            "trials_early_stopped", "trials_diverged")
+            "trials_early_stopped", "trials_diverged", "range_test")
     out = {k: stage[k] for k in keep if k in stage}
     out["trials"] = [{k: t.get(k) for k in ("lr", "start_step", "steps", "outcome", "score", "std")}
                      for t in stage.get("trials", [])]

@@ -36,6 +36,7 @@ PRESET_VALUES: dict[str, dict[str, Any]] = {
         "stall_rollback": False,
         "cooldown": 0.0,
         "min_trial_steps": 1,
+        "range_test": False,
     },
     "default": {
         "kappa": 1.96,
@@ -54,6 +55,7 @@ PRESET_VALUES: dict[str, dict[str, Any]] = {
         "stall_rollback": True,
         "cooldown": 0.2,
         "min_trial_steps": 40,
+        "range_test": True,
     },
 }
 
@@ -88,6 +90,7 @@ CAMEL_NAMES: dict[str, str] = {
     "stall_rollback": "stallRollback",
     "cooldown": "cooldown",
     "min_trial_steps": "minTrialSteps",
+    "range_test": "rangeTest",
     "lr_scaling": "lrScaling",
     "reference_batch_size": "referenceBatchSize",
 }
@@ -131,6 +134,7 @@ class AutoLRSConfig:
     stall_rollback: bool | None = None
     cooldown: float | None = None
     min_trial_steps: int | None = None
+    range_test: bool | None = None
     # Distributed: rescale [min_lr, max_lr] with the global batch size.
     lr_scaling: str = "none"
     reference_batch_size: int | None = None

@@ -12,6 +12,7 @@ import pytest
 
 from autolrs.checkpoint import CheckpointManager, checkpoint_name
 from trainer_harness import (
+    CONFIG,
     MAX_STEPS,
     assert_complete_history,
     describe,
@@ -29,9 +30,9 @@ CHECKPOINT_EVERY = 25
 INVALID_WARNING = "skipping invalid checkpoint"
 
 
-def job_env(folder: Path, **extra):
+def job_env(folder: Path, config: dict | None = None, **extra):
     """What a pod gets: config, file store and checkpoint folder (plus test knobs)."""
-    return worker_env(folder / "out", WORKER_VAL=1,
+    return worker_env(folder / "out", config, WORKER_VAL=1,
                       AUTOLRS_STORE_URL=f"file://{folder / 'store'}",
                       AUTOLRS_CHECKPOINT_DIR=folder / "checkpoints",
                       AUTOLRS_CHECKPOINT_EVERY=CHECKPOINT_EVERY, **extra)
@@ -142,3 +143,33 @@ def test_resume_right_after_a_checkpoint_and_past_a_corrupt_one(tmp_path, refere
     assert_complete_history(final["history"])
     assert final["history"] == history
     assert final["sha"] == reference["sha"]
+
+
+def test_killed_mid_range_test_resumes_the_sweep_to_the_same_end(tmp_path):
+    """A budget large enough for the LR range test (4 sweeps of 73 steps): killed in the
+    middle of the sweep, the run resumes from a checkpoint taken during it and ends with
+    the history and parameters of a run never killed."""
+    steps = 400
+    config = {**CONFIG, "minLR": 0.001, "maxSteps": steps}
+    reference = tmp_path / "reference"
+    run_ok(worker_command(), job_env(reference, config))
+    expected = read_json(reference / "out", "final.json")
+    sweep = expected["history"][0]["range_test"]
+    kill_at = 2 * CHECKPOINT_EVERY + 10
+    assert sweep["steps"] > kill_at and sweep["lr_min_loss"] is not None
+    assert_complete_history(expected["history"], max_steps=steps)
+
+    folder = tmp_path / "killed"
+    proc = run(worker_command(), job_env(folder, config, WORKER_TAG="a", WORKER_KILL_AT=kill_at))
+    assert proc.returncode == -signal.SIGKILL, describe(proc)
+    killed = read_json(folder / "out", "killed.json", tag="a")
+    assert (killed["step"], killed["phase"], killed["stage"]) == (kill_at, "search", 0)
+    newest = max(valid_steps(folder))
+    assert newest in (CHECKPOINT_EVERY, 2 * CHECKPOINT_EVERY)  # taken mid-sweep
+
+    run_ok(worker_command(), job_env(folder, config, WORKER_TAG="b"))
+    start, *_ = steps_log(folder / "out", "b")
+    assert start["steps"] == newest
+    final = read_json(folder / "out", "final.json", tag="b")
+    assert final["history"] == expected["history"]
+    assert final["sha"] == expected["sha"]

@@ -124,7 +124,8 @@ def assert_complete_history(history: list[dict[str, Any]], max_steps: int = MAX_
     budget; only the last may be incomplete."""
     assert history, "no stage decided"
     assert [h["stage"] for h in history] == list(range(len(history)))
-    assert history[0]["start_step"] == 0
+    # Stage 0 starts after the LR range test's sweep (when one ran).
+    assert history[0]["start_step"] == history[0].get("range_test", {}).get("steps", 0)
     for previous, record in zip(history, history[1:]):
         assert record["start_step"] == previous["end_step"], (previous, record)
     for record in history:
@@ -166,6 +167,13 @@ def check_stream_against_history(decisions: list[dict[str, Any]],
     """The decision stream holds exactly the events the history implies, once each, in
     order: every trial's end, the decisions and rollbacks, each stage end, one done."""
     by_stage: dict[int, list[dict[str, Any]]] = {}
+    sweeps = [e for e in decisions if e["type"] == "range_test"]
+    if "steps" in history[0].get("range_test", {}):
+        fields = {k: v for k, v in sweeps[0].items() if k not in ("type", "stage", "step", "id")}
+        assert len(sweeps) == 1 and fields == history[0]["range_test"], sweeps
+    else:
+        assert not sweeps, sweeps
+    decisions = [e for e in decisions if e["type"] != "range_test"]
     for event in decisions[:-1]:
         assert event["type"] in ("trial_end", "decision", "rollback", "stage_end"), event
         by_stage.setdefault(event["stage"], []).append(event)

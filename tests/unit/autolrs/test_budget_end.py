@@ -53,7 +53,7 @@ def test_the_last_stage_fills_the_search_budget():
     needs 3. Before, its exploit ended at step 256 and a 19-step stage followed; now the
     exploit runs to the budget's end, and the stage ends complete, its forecast checked."""
     cfg = make_config(max_steps=275, cooldown=0.0, tau=100, tau_max=100, trials_per_stage=5,
-                      min_trial_steps=1)
+                      min_trial_steps=1, range_test=False)
     ctrl, lrs = _lrs(cfg)
     assert len(lrs) == 275
     first, last = ctrl.history

@@ -18,8 +18,9 @@ def full_stages(ctrl: StageController) -> list[dict]:
 
 
 def test_a_bracketed_search_has_worse_trials_on_both_sides_of_its_choice():
+    # The whole interval's ends (no range test) are the edges that need no bracket.
     cfg = make_config(tau=50, tau_max=100, trials_per_stage=10, max_steps=1200,
-                      max_lr_decay=0.0)
+                      max_lr_decay=0.0, range_test=False)
     ctrl = StageController(cfg)
     drive(ctrl, ToyTraining(seed=3))
     checked = 0
@@ -58,7 +59,7 @@ def test_early_validation_scores_trials_on_validation_loss_from_the_first_stage(
     assert first["val_mode"] and first["tau"] < cfg.tau_max
     assert any(t["source"] == "val" for t in first["trials"] if t["score"] is not None)
     evaluations = [step for step, a in env.actions if a.kind == "evaluate"]
-    assert evaluations and evaluations[0] <= first["trial_steps"]
+    assert evaluations and evaluations[0] <= first["start_step"] + first["trial_steps"]
 
     late = StageController(make_config(tau=50, tau_max=100, max_steps=400,
                                        early_validation=False), has_val=True)
@@ -93,7 +94,8 @@ def test_no_decay_limit_leaves_the_interval_whole():
 
 
 def _stage_with(observations: list[dict], **overrides) -> StageController:
-    ctrl = StageController(make_config(**overrides))
+    """A first stage (no range test before it) whose trials are ``observations``."""
+    ctrl = StageController(make_config(range_test=False, **overrides))
     ctrl.start()
     ctrl.s["observations"] = observations
     return ctrl
@@ -168,7 +170,7 @@ def test_kept_trial_steps_are_counted():
 
 def _exploit_after_two_falling_trials(**overrides) -> tuple[StageController, list]:
     cfg = make_config(tau=40, tau_max=40, trial_fraction=0.25, trials_per_stage=2,
-                      max_steps=400, **overrides)
+                      max_steps=400, range_test=False, **overrides)
     ctrl = StageController(cfg)
     ctrl.start()
     while ctrl.phase == "search":

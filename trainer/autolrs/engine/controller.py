@@ -30,6 +30,16 @@ EARLY_STOP_AT = 1 / 2     # fraction of a trial after which a hopeless one is st
 EARLY_STOP_MIN_STEPS = 2 * MIN_POINTS  # no early stop when the check point comes sooner
 BRACKET_LOG10 = 0.5       # decades: a worse trial this close on each side brackets the best
 BRACKET_STEP_LOG10 = 0.4  # decades: where a bracketing trial is placed from the best LR
+# LR range test (``range_test``): before the first search the LR sweeps [min_lr, max_lr]
+# geometrically, one step each, and the moving average of the loss locates the LR at which
+# it is lowest (the edge of stability, Smith 2017). The search then stays below that edge.
+RANGE_STEPS_PER_DECADE = 20
+RANGE_MIN_STEPS = 40
+RANGE_WINDOW = 10         # steps in the loss's moving average
+RANGE_DIVERGED = 4.0      # the sweep ends once that average exceeds its minimum this many times
+RANGE_CAP_DIVISOR = 1.5   # every stage searches no higher than the min-loss LR / this
+RANGE_FLOOR_DIVISOR = 10  # the first stage searches no lower than the min-loss LR / this
+RANGE_BUDGET_FACTOR = 4   # skipped when the search budget is under this many sweeps
 
 PHASES = ("warmup", "search", "exploit", "done")
 
@@ -84,6 +94,9 @@ class StageController:
             "forecast_errors": {"train": [], "val": []},
             "last_val_loss": None,
             "first_loss": None,
+            # LR range test: the sweep in progress, then its result (both None before).
+            "range": None,
+            "range_result": None,
         }
         self.events: list[dict[str, Any]] = []
         self._search_cache: LRSearch | None = None
@@ -124,6 +137,15 @@ class StageController:
                 holder["lr"] *= factor
         if (s["exploit"] or {}).get("cooldown_lr") is not None:
             s["exploit"]["cooldown_lr"] *= factor
+        sweep = s.get("range")
+        if sweep is not None:
+            sweep["lrs"] = [lr * factor for lr in sweep["lrs"]]
+            if sweep["best_lr"] is not None:
+                sweep["best_lr"] *= factor
+        result = s.get("range_result") or {}
+        for key in ("lr_min_loss", "max_lr", "first_stage_min_lr"):
+            if result.get(key) is not None:
+                result[key] *= factor
         if (s["stage_record"] or {}).get("lr_floor") is not None:
             s["stage_record"]["lr_floor"] *= factor
         self.cfg = AutoLRSConfig.from_dict(s["config"]).resolved()
@@ -221,6 +243,8 @@ class StageController:
             self.s["stage"] += 1
             return actions + self._begin_final_exploit(
                 self.cfg.max_steps - self.s["steps"], cooldown=True)
+        if self.s.get("range") is not None:
+            return self._on_range_step(loss)
         phase = self.s["phase"]
         if phase == "warmup":
             return self._on_warmup_step()
@@ -298,6 +322,8 @@ class StageController:
 
     def _begin_stage(self) -> list[Action]:
         s = self.s
+        if self._range_test_due():
+            return self._begin_range_test()
         s["phase"] = "search"
         s["observations"] = []
         s["best_saved"] = None
@@ -331,9 +357,100 @@ class StageController:
             "lr_floor": (s["history"][-1]["lr"] / self.cfg.max_lr_decay
                          if self.cfg.max_lr_decay and s["history"] else None),
         }
+        if not s["history"] and s.get("range_result") is not None:
+            s["stage_record"]["range_test"] = dict(s["range_result"])
         first = self._first_trial_lr()
         self._start_trial(first)
         return [Action("snapshot", slot="stage"), set_lr(first)]
+
+    # ------------------------------------------------------------ LR range test
+
+    def _range_steps(self) -> int:
+        """The sweep's length: RANGE_STEPS_PER_DECADE steps per decade of the interval."""
+        decades = math.log10(self.cfg.max_lr / self.cfg.min_lr)
+        return max(RANGE_MIN_STEPS, math.ceil(RANGE_STEPS_PER_DECADE * decades))
+
+    def _range_lr(self, index: int) -> float:
+        ratio = self.cfg.max_lr / self.cfg.min_lr
+        return self.cfg.min_lr * ratio ** (index / (self._range_steps() - 1))
+
+    def _range_test_due(self) -> bool:
+        """Once, before the first stage's search; recorded as skipped when the budget is
+        too small for the sweep to pay off."""
+        s = self.s
+        if not self.cfg.range_test or s["history"] or s.get("range_result") is not None:
+            return False
+        remaining = self._search_remaining()
+        if remaining is not None and remaining < RANGE_BUDGET_FACTOR * self._range_steps():
+            s["range_result"] = {"skipped": "search budget under "
+                                 f"{RANGE_BUDGET_FACTOR} x {self._range_steps()} steps"}
+            return False
+        return True
+
+    def _begin_range_test(self) -> list[Action]:
+        s = self.s
+        s["phase"] = "search"
+        s["range"] = {"start_step": s["steps"], "lrs": [], "losses": [], "best": None,
+                      "best_lr": None, "best_index": None}
+        s["lr"] = self._range_lr(0)
+        return [Action("snapshot", slot="stage"), set_lr(s["lr"])]
+
+    def _on_range_step(self, loss: float) -> list[Action]:
+        s = self.s
+        sweep = s["range"]
+        sweep["lrs"].append(s["lr"])
+        sweep["losses"].append(loss if math.isfinite(loss) else None)
+        done = len(sweep["losses"])
+        diverged = not math.isfinite(loss)
+        if not diverged and done >= RANGE_WINDOW:
+            window = sweep["losses"][-RANGE_WINDOW:]
+            mean = sum(window) / RANGE_WINDOW
+            if sweep["best"] is None or mean < sweep["best"]:
+                # The window's geometric centre: a trailing average lags the LR it reflects.
+                centre = sum(math.log(lr) for lr in sweep["lrs"][-RANGE_WINDOW:]) / RANGE_WINDOW
+                sweep.update(best=mean, best_lr=math.exp(centre), best_index=done)
+            elif mean - sweep["best"] > (RANGE_DIVERGED - 1) * abs(sweep["best"]):
+                diverged = True
+        if not diverged and done < self._range_steps():
+            s["lr"] = self._range_lr(done)
+            return [set_lr(s["lr"])]
+        return self._end_range_test(diverged)
+
+    def _end_range_test(self, diverged: bool) -> list[Action]:
+        """Turn the sweep into the search interval: never above the min-loss LR / 1.5 (an
+        LR that close to the edge of stability wins short trials and then stalls or
+        diverges), and in the first stage not below a tenth of it (the BO otherwise spends
+        that stage's trials on the interval's far ends). A loss still falling at max_lr
+        shows no edge: no cap then."""
+        s = self.s
+        sweep, s["range"] = s["range"], None
+        done = len(sweep["losses"])
+        best_lr = sweep["best_lr"]
+        cap = floor = None
+        if best_lr is not None:
+            still_falling = not diverged and sweep["best_index"] == done
+            if not still_falling:
+                cap = min(best_lr / RANGE_CAP_DIVISOR, self.cfg.max_lr)
+                if cap < 3 * self.cfg.min_lr:
+                    cap = None  # the edge sits at the interval's bottom: the user's bounds rule
+            top = self.cfg.max_lr if cap is None else cap
+            floor = min(best_lr / RANGE_FLOOR_DIVISOR, top / 3)
+            if floor <= self.cfg.min_lr:
+                floor = None
+        s["range_result"] = {
+            "start_step": sweep["start_step"], "steps": done, "diverged": diverged,
+            "lr_min_loss": best_lr, "min_loss": sweep["best"],
+            "max_lr": cap, "first_stage_min_lr": floor,
+        }
+        s["recent"] = []  # the sweep's losses are not the restored model's
+        self.events.append({"type": "range_test", "stage": s["stage"], "step": s["steps"],
+                            **s["range_result"]})
+        return [Action("restore", slot="stage")] + self._begin_stage()
+
+    def _max_lr(self) -> float:
+        """The search's upper end: ``max_lr``, lowered by the range test's cap."""
+        cap = (self.s.get("range_result") or {}).get("max_lr")
+        return self.cfg.max_lr if cap is None else min(cap, self.cfg.max_lr)
 
     def _begin_final_exploit(self, remaining: int, cooldown: bool = False) -> list[Action]:
         """Too little budget left for a search: keep the last stage's LR to the end of the
@@ -364,7 +481,7 @@ class StageController:
         if cached is not None and cached.stage == self.s["stage"]:
             return cached
         space = SearchSpace(
-            min_lr=self._stage_min_lr(), max_lr=self.cfg.max_lr, kappa=self.cfg.kappa,
+            min_lr=self._stage_min_lr(), max_lr=self._max_lr(), kappa=self.cfg.kappa,
             acq_optimizer=self.cfg.acq_optimizer, divergence_score=self.cfg.divergence_score,
             # With adaptive trials no trial goes where the stop test already calls the
             # search converged; the reference only never repeats an LR exactly.
@@ -379,6 +496,8 @@ class StageController:
         last stage's LR divided by it (short trials favour small LRs, whose quick gain
         fades: the schedule may fall only so fast)."""
         floor = (self.s["stage_record"] or {}).get("lr_floor")
+        if floor is None and not self.s["history"]:
+            floor = (self.s.get("range_result") or {}).get("first_stage_min_lr")
         return self.cfg.min_lr if floor is None else max(self.cfg.min_lr, floor)
 
     def _bo_observations(self) -> list[Observation]:
@@ -626,7 +745,7 @@ class StageController:
         the costlier mistake)."""
         here = math.log10(best["lr"])
         others = [math.log10(o["lr"]) for o in self.s["observations"] if o is not best]
-        low, high = math.log10(self._stage_min_lr()), math.log10(self.cfg.max_lr)
+        low, high = math.log10(self._stage_min_lr()), math.log10(self._max_lr())
         for side in (1, -1):
             edge = high if side > 0 else low
             if abs(edge - here) <= SAME_LR_LOG10:
@@ -634,7 +753,7 @@ class StageController:
             if any(0 < side * (x - here) <= BRACKET_LOG10 for x in others):
                 continue
             lr = 10 ** (here + side * BRACKET_STEP_LOG10)
-            return float(min(max(lr, self._stage_min_lr()), self.cfg.max_lr))
+            return float(min(max(lr, self._stage_min_lr()), self._max_lr()))
         return None
 
     # ------------------------------------------------------------ exploit
@@ -846,6 +965,10 @@ class StageController:
         trial's, at that state's LR."""
         s = self.s
         actions: list[Action] = []
+        if s.get("range") is not None:  # mid-sweep: its model state and LR are throwaway
+            s["range"] = None
+            s["lr"] = self.cfg.min_lr
+            return [Action("restore", slot="stage"), set_lr(s["lr"])]
         if s["phase"] == "search":
             best = self._best_observation()
             if s["best_saved"] is not None:
