@@ -168,6 +168,12 @@ def run_demo(opts: DemoOptions) -> dict[str, Any]:
 
 
 def _print_report(summary: dict[str, Any], history: list[dict[str, Any]], opts: DemoOptions) -> None:
+    sweep = history[0].get("range_test") if history else None
+    if sweep and sweep.get("lr_min_loss") is not None:
+        cap = sweep["max_lr"]
+        print(f"\nLR range test: {sweep['steps']} steps, loss lowest at LR "
+              f"{sweep['lr_min_loss']:.3g}; search below "
+              f"{'max_lr' if cap is None else f'{cap:.3g}'}")
     print("\nstage  steps      tau  trials  chosen LR  forecast   reached")
     for h in history:
         forecast = "-" if h.get("predicted_loss") is None else f"{h['predicted_loss']:.4f}"

@@ -18,6 +18,9 @@ def test_demo_writes_history_summary_and_plot(tmp_path, capsys):
     assert "final validation accuracy: AutoLRS" in out and "constant LR" in out
     history = [json.loads(line) for line in (opts.run_dir / "history.jsonl").read_text().splitlines()]
     assert history and all("lr" in h and "trials" in h for h in history)
+    sweep = history[0]["range_test"]  # the default preset sweeps the LR before stage 0
+    assert sweep["steps"] == history[0]["start_step"] > 0
+    assert f"LR range test: {sweep['steps']} steps, loss lowest at LR" in out
     saved = json.loads((opts.run_dir / "summary.json").read_text())
     assert saved["autolrs"]["final_val_accuracy"] == summary["autolrs"]["final_val_accuracy"]
     assert 0.0 <= saved["constant_lr"]["final_val_accuracy"] <= 1.0
