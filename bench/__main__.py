@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -36,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--variants", default=None, metavar="NAME,...",
                         help="ablation: only these variants (names as in bench/ablation.py, "
                              "or 'paper'), e.g. --variants default,paper --seeds 12")
+    parser.add_argument("--merge", action="store_true",
+                        help="ablation: keep the variants already in --out's ablation.json that "
+                             "this run does not rerun (same seeds and tasks)")
     parser.add_argument("--device", action="append", default=None, choices=["cpu", "cuda"],
                         help="cost: devices for snapshot and step-overhead figures "
                              "(default: cpu, plus cuda when available)")
@@ -62,15 +66,31 @@ def main(argv: list[str] | None = None) -> int:
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     started = time.perf_counter()
     if args.command == "ablation":
-        from bench.ablation import ablation_table, run_ablation, select_variants, write_ablation
+        from bench.ablation import (
+            ablation_table,
+            check_mergeable,
+            merge_ablation,
+            run_ablation,
+            select_variants,
+            write_ablation,
+        )
 
+        previous_path = out / "ablation.json"
         try:
             variants = select_variants(args.variants)
+            previous = None
+            if args.merge:
+                if not previous_path.exists():
+                    raise ValueError(f"--merge: no {previous_path} to merge into")
+                previous = json.loads(previous_path.read_text())
+                check_mergeable(previous, seeds, tasks)
         except ValueError as exc:
             print(f"bench: error: {exc}", file=sys.stderr)
             return 2
         result = run_ablation(tasks, seeds, DEFAULT_OUT, jobs=args.jobs, log=log,
                               variants=variants)
+        if previous is not None:
+            result = merge_ablation(previous, result)
         write_ablation(result, out)
         print(ablation_table(result))
         return 0

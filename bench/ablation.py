@@ -86,6 +86,30 @@ def run_ablation(tasks: Sequence[str], seeds: Sequence[int], results: Path, jobs
     return out
 
 
+def check_mergeable(previous: dict[str, Any], seeds: Sequence[int], tasks: Sequence[str]) -> None:
+    """Raise a one-line ValueError unless ``previous`` has exactly these seeds and tasks."""
+    if previous.get("seeds") != list(seeds) or set(previous.get("tasks", {})) != set(tasks):
+        raise ValueError(
+            f"--merge: the results to merge into have seeds {previous.get('seeds')} and tasks "
+            f"{sorted(previous.get('tasks', {}))}; this run has seeds {list(seeds)} and "
+            f"tasks {sorted(tasks)} (they must match)")
+
+
+def merge_ablation(previous: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
+    """``result`` with the variants of ``previous`` it did not rerun kept (same seeds and
+    tasks, else a one-line error): a variant added to a many-seed comparison without
+    rerunning the others. A rerun variant replaces its old rows."""
+    check_mergeable(previous, result["seeds"], list(result["tasks"]))
+    kept = {name: overrides for name, overrides in previous["variants"].items()
+            if name not in result["variants"]}
+    merged = {"variants": {**kept, **result["variants"]}, "seeds": result["seeds"], "tasks": {}}
+    for task, data in result["tasks"].items():
+        old = previous["tasks"][task]["variants"]
+        merged["tasks"][task] = {**data, "variants": {**{n: old[n] for n in kept},
+                                                      **data["variants"]}}
+    return merged
+
+
 def ablation_table(result: dict[str, Any]) -> str:
     """Markdown: per task and variant, seeds reaching the target (and their mean steps when
     all do), final loss, trial-step share (all, and discarded: not kept by exploit)."""

@@ -54,3 +54,45 @@ def test_the_cli_rejects_an_unknown_variant_in_one_line(capsys):
     assert main(["ablation", "--variants", "nope"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("bench: error: --variants: unknown variant nope") and "\n" not in err
+
+
+def _result(variants: dict, seeds=(0, 1)) -> dict:
+    rows = [{"seed": s, "steps_to_target": None, "min_val_loss": 1.0, "final_val_loss": 1.0,
+             "trial_fraction": 0.2, "discarded_fraction": 0.1} for s in seeds]
+    return {"variants": variants, "seeds": list(seeds),
+            "tasks": {"digits": {"target_val_loss": 0.5, "best_baseline": "cosine",
+                                 "variants": {name: [dict(r, tag=name + tag) for r in rows]
+                                              for name, tag in variants.items()}}}}
+
+
+def test_merge_keeps_the_variants_not_rerun_and_replaces_the_rerun_ones():
+    from bench.ablation import merge_ablation
+
+    previous = _result({"default": "-old", "paper": "-old"})
+    merged = merge_ablation(previous, _result({"default": "-new", "no LR range test": "-new"}))
+    rows = merged["tasks"]["digits"]["variants"]
+    assert list(rows) == ["paper", "default", "no LR range test"]
+    assert rows["paper"][0]["tag"] == "paper-old" and rows["default"][0]["tag"] == "default-new"
+    assert list(merged["variants"]) == ["paper", "default", "no LR range test"]
+
+
+def test_merge_refuses_other_seeds_or_tasks_in_one_line(tmp_path, capsys):
+    import json
+
+    import pytest
+
+    from bench.__main__ import main
+    from bench.ablation import merge_ablation
+
+    with pytest.raises(ValueError, match=r"^--merge: the results to merge into have seeds "
+                                         r"\[0, 1\] .* this run has seeds \[0, 1, 2\]"):
+        merge_ablation(_result({"paper": ""}), _result({"default": ""}, seeds=(0, 1, 2)))
+    (tmp_path / "ablation.json").write_text(json.dumps(_result({"paper": ""})))
+    # Checked before anything runs: a 12-seed run is not thrown away at its end.
+    assert main(["ablation", "--variants", "default", "--seeds", "3", "--tasks", "digits",
+                 "--out", str(tmp_path), "--merge"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("bench: error: --merge: the results to merge into") and "\n" not in err
+    assert main(["ablation", "--variants", "default", "--out", str(tmp_path / "none"),
+                 "--merge"]) == 2
+    assert "--merge: no " in capsys.readouterr().err
