@@ -23,7 +23,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "no warm start": {"warm_start": False},
     "no risk-averse selection": {"risk_averse": False},
     "no bracketing": {"bracket_search": False},
-    "no early validation": {"early_validation": False},
+    "early validation on (the previous default)": {"early_validation": True},
     "no LR-decay limit": {"max_lr_decay": 0.0},
     "forecast source val (not auto)": {"forecast_source": "val"},
     "no cooldown": {"cooldown": 0.0},
@@ -34,7 +34,12 @@ VARIANTS: dict[str, dict[str, Any]] = {
 
 # Selectable with --variants but not part of the ablation: the reference, for a many-seed
 # comparison against the same committed targets.
-EXTRA_VARIANTS: dict[str, dict[str, Any]] = {"paper": {"preset": "paper"}}
+EXTRA_VARIANTS: dict[str, dict[str, Any]] = {
+    "paper": {"preset": "paper"},
+    # The default before the LR range test, with trials scored on validation loss from
+    # the first stage: the 12-seed comparison's reference.
+    "previous default": {"range_test": False, "early_validation": True},
+}
 
 
 def select_variants(names: str | None) -> dict[str, dict[str, Any]]:

@@ -50,7 +50,7 @@ PRESET_VALUES: dict[str, dict[str, Any]] = {
         "divergence_score": None,
         "risk_averse": True,
         "bracket_search": True,
-        "early_validation": True,
+        "early_validation": False,
         "max_lr_decay": 2.0,
         "stall_rollback": True,
         "cooldown": 0.2,

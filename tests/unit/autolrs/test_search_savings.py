@@ -51,7 +51,7 @@ def test_without_bracketing_a_search_may_stop_unbracketed():
 
 
 def test_early_validation_scores_trials_on_validation_loss_from_the_first_stage():
-    cfg = make_config(tau=50, tau_max=100, max_steps=400)
+    cfg = make_config(tau=50, tau_max=100, max_steps=400, early_validation=True)
     ctrl = StageController(cfg, has_val=True)
     env = ToyTraining()
     drive(ctrl, env)
@@ -233,7 +233,8 @@ def test_max_lr_decay_must_be_zero_or_above_one(value):
 def test_new_switches_are_on_in_default_and_off_in_paper():
     ours = AutoLRSConfig(min_lr=1e-3, max_lr=1.0).resolved()
     paper = AutoLRSConfig(min_lr=1e-3, max_lr=1.0, preset="paper").resolved()
-    assert ours.bracket_search and ours.early_validation and ours.max_lr_decay == 2.0
+    assert ours.bracket_search and not ours.early_validation and ours.max_lr_decay == 2.0
+    assert ours.range_test and not paper.range_test
     assert ours.stall_rollback and not paper.stall_rollback
     assert not paper.bracket_search and not paper.early_validation and paper.max_lr_decay == 0
     budgeted = AutoLRSConfig(min_lr=1e-3, max_lr=1.0, max_steps=500).resolved()
