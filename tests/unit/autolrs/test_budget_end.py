@@ -154,8 +154,9 @@ def test_an_exploit_started_over_still_ends_where_the_cooldown_starts():
     """A rollback restarts the exploit for a whole tau; near the budget's end that ran past
     the cooldown's start and the stage was cut there. It now ends at the cooldown's start,
     complete, and every run is stages end to end with only complete ones before the last."""
+    # Early validation on: the seeds below then include runs that roll back before it.
     config = {"minLR": 0.01, "maxLR": 4.0, "tau": 20, "tauMax": 40, "trialsPerStage": 3,
-              "trialFraction": 0.25, "maxSteps": 240}
+              "trialFraction": 0.25, "maxSteps": 240, "earlyValidation": True}
     rolled_back_before_cooldown = 0
     for seed in range(8):
         ctrl = _run(config, seed)
