@@ -8,12 +8,10 @@ import math
 import pytest
 
 from autolrs.config import AutoLRSConfig
-from autolrs.engine.controller import (
-    RANGE_CAP_DIVISOR,
-    RANGE_FLOOR_DIVISOR,
-    RANGE_WINDOW,
-    StageController,
-)
+from autolrs.engine.controller import StageController
+from autolrs.engine.range_test import CAP_DIVISOR as RANGE_CAP_DIVISOR
+from autolrs.engine.range_test import FLOOR_DIVISOR as RANGE_FLOOR_DIVISOR
+from autolrs.engine.range_test import WINDOW as RANGE_WINDOW
 
 from .sim import ToyTraining, drive, make_config
 
@@ -182,3 +180,12 @@ def test_the_config_field():
         is False
     with pytest.raises(ValueError, match=r"^range_test must be true or false, got 'yes'$"):
         AutoLRSConfig(min_lr=1e-3, max_lr=1.0, range_test="yes")
+
+
+def test_the_sweep_is_20_steps_a_decade_and_at_least_40():
+    from autolrs.engine.range_test import sweep_lr, sweep_steps
+
+    assert sweep_steps(1e-3, 1.0) == 60 and sweep_steps(1e-4, 3e-2) == 50
+    assert sweep_steps(0.01, 0.1) == 40
+    assert sweep_lr(1e-3, 1.0, 0) == pytest.approx(1e-3)
+    assert sweep_lr(1e-3, 1.0, 59) == pytest.approx(1.0)

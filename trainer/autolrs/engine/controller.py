@@ -15,6 +15,7 @@ from typing import Any
 
 from autolrs.config import AutoLRSConfig
 from autolrs.engine.bo import SAME_LR_LOG10, LRSearch, Observation, SearchSpace
+from autolrs.engine import range_test
 from autolrs.engine.forecast import MIN_POINTS, Forecast, forecast_loss
 
 STATE_VERSION = 1
@@ -30,16 +31,6 @@ EARLY_STOP_AT = 1 / 2     # fraction of a trial after which a hopeless one is st
 EARLY_STOP_MIN_STEPS = 2 * MIN_POINTS  # no early stop when the check point comes sooner
 BRACKET_LOG10 = 0.5       # decades: a worse trial this close on each side brackets the best
 BRACKET_STEP_LOG10 = 0.4  # decades: where a bracketing trial is placed from the best LR
-# LR range test (``range_test``): before the first search the LR sweeps [min_lr, max_lr]
-# geometrically, one step each, and the moving average of the loss locates the LR at which
-# it is lowest (the edge of stability, Smith 2017). The search then stays below that edge.
-RANGE_STEPS_PER_DECADE = 20
-RANGE_MIN_STEPS = 40
-RANGE_WINDOW = 10         # steps in the loss's moving average
-RANGE_DIVERGED = 4.0      # the sweep ends once that average exceeds its minimum this many times
-RANGE_CAP_DIVISOR = 1.5   # every stage searches no higher than the min-loss LR / this
-RANGE_FLOOR_DIVISOR = 10  # the first stage searches no lower than the min-loss LR / this
-RANGE_BUDGET_FACTOR = 4   # skipped when the search budget is under this many sweeps
 
 PHASES = ("warmup", "search", "exploit", "done")
 
@@ -366,13 +357,7 @@ class StageController:
     # ------------------------------------------------------------ LR range test
 
     def _range_steps(self) -> int:
-        """The sweep's length: RANGE_STEPS_PER_DECADE steps per decade of the interval."""
-        decades = math.log10(self.cfg.max_lr / self.cfg.min_lr)
-        return max(RANGE_MIN_STEPS, math.ceil(RANGE_STEPS_PER_DECADE * decades))
-
-    def _range_lr(self, index: int) -> float:
-        ratio = self.cfg.max_lr / self.cfg.min_lr
-        return self.cfg.min_lr * ratio ** (index / (self._range_steps() - 1))
+        return range_test.sweep_steps(self.cfg.min_lr, self.cfg.max_lr)
 
     def _range_test_due(self) -> bool:
         """Once, before the first stage's search; recorded as skipped when the budget is
@@ -381,67 +366,30 @@ class StageController:
         if not self.cfg.range_test or s["history"] or s.get("range_result") is not None:
             return False
         remaining = self._search_remaining()
-        if remaining is not None and remaining < RANGE_BUDGET_FACTOR * self._range_steps():
+        need = range_test.BUDGET_FACTOR * self._range_steps()
+        if remaining is not None and remaining < need:
             s["range_result"] = {"skipped": "search budget under "
-                                 f"{RANGE_BUDGET_FACTOR} x {self._range_steps()} steps"}
+                                 f"{range_test.BUDGET_FACTOR} x {self._range_steps()} steps"}
             return False
         return True
 
     def _begin_range_test(self) -> list[Action]:
         s = self.s
         s["phase"] = "search"
-        s["range"] = {"start_step": s["steps"], "lrs": [], "losses": [], "best": None,
-                      "best_lr": None, "best_index": None}
-        s["lr"] = self._range_lr(0)
+        s["range"] = range_test.new_sweep(s["steps"])
+        s["lr"] = range_test.sweep_lr(self.cfg.min_lr, self.cfg.max_lr, 0)
         return [Action("snapshot", slot="stage"), set_lr(s["lr"])]
 
     def _on_range_step(self, loss: float) -> list[Action]:
         s = self.s
         sweep = s["range"]
-        sweep["lrs"].append(s["lr"])
-        sweep["losses"].append(loss if math.isfinite(loss) else None)
+        diverged = range_test.observe(sweep, s["lr"], loss)
         done = len(sweep["losses"])
-        diverged = not math.isfinite(loss)
-        if not diverged and done >= RANGE_WINDOW:
-            window = sweep["losses"][-RANGE_WINDOW:]
-            mean = sum(window) / RANGE_WINDOW
-            if sweep["best"] is None or mean < sweep["best"]:
-                # The window's geometric centre: a trailing average lags the LR it reflects.
-                centre = sum(math.log(lr) for lr in sweep["lrs"][-RANGE_WINDOW:]) / RANGE_WINDOW
-                sweep.update(best=mean, best_lr=math.exp(centre), best_index=done)
-            elif mean - sweep["best"] > (RANGE_DIVERGED - 1) * abs(sweep["best"]):
-                diverged = True
         if not diverged and done < self._range_steps():
-            s["lr"] = self._range_lr(done)
+            s["lr"] = range_test.sweep_lr(self.cfg.min_lr, self.cfg.max_lr, done)
             return [set_lr(s["lr"])]
-        return self._end_range_test(diverged)
-
-    def _end_range_test(self, diverged: bool) -> list[Action]:
-        """Turn the sweep into the search interval: never above the min-loss LR / 1.5 (an
-        LR that close to the edge of stability wins short trials and then stalls or
-        diverges), and in the first stage not below a tenth of it (the BO otherwise spends
-        that stage's trials on the interval's far ends). A loss still falling at max_lr
-        shows no edge: no cap then."""
-        s = self.s
-        sweep, s["range"] = s["range"], None
-        done = len(sweep["losses"])
-        best_lr = sweep["best_lr"]
-        cap = floor = None
-        if best_lr is not None:
-            still_falling = not diverged and sweep["best_index"] == done
-            if not still_falling:
-                cap = min(best_lr / RANGE_CAP_DIVISOR, self.cfg.max_lr)
-                if cap < 3 * self.cfg.min_lr:
-                    cap = None  # the edge sits at the interval's bottom: the user's bounds rule
-            top = self.cfg.max_lr if cap is None else cap
-            floor = min(best_lr / RANGE_FLOOR_DIVISOR, top / 3)
-            if floor <= self.cfg.min_lr:
-                floor = None
-        s["range_result"] = {
-            "start_step": sweep["start_step"], "steps": done, "diverged": diverged,
-            "lr_min_loss": best_lr, "min_loss": sweep["best"],
-            "max_lr": cap, "first_stage_min_lr": floor,
-        }
+        s["range"] = None
+        s["range_result"] = range_test.result(sweep, diverged, self.cfg.min_lr, self.cfg.max_lr)
         s["recent"] = []  # the sweep's losses are not the restored model's
         self.events.append({"type": "range_test", "stage": s["stage"], "step": s["steps"],
                             **s["range_result"]})
