@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from autolrs.config import AutoLRSConfig
-from autolrs.engine.bo import SAME_LR_LOG10, LRSearch, Observation, SearchSpace
 from autolrs.engine import range_test
+from autolrs.engine.bo import SAME_LR_LOG10, LRSearch, Observation, SearchSpace
 from autolrs.engine.forecast import MIN_POINTS, Forecast, forecast_loss
 
 STATE_VERSION = 1
