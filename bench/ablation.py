@@ -9,10 +9,12 @@ import statistics
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from bench.methods import autolrs_method
+from bench.methods import MethodSpec, autolrs_method
 from bench.metrics import min_value, steps_to_target
 from bench.runner import run_job
 from bench.tasks import get_task
+
+BEST_BASELINE = "best tuned baseline"
 
 # name -> AutoLRSConfig overrides on top of the default preset.
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -39,6 +41,9 @@ EXTRA_VARIANTS: dict[str, dict[str, Any]] = {
     # The default before the LR range test, with trials scored on validation loss from
     # the first stage: the 12-seed comparison's reference.
     "previous default": {"range_test": False, "early_validation": True},
+    # Not AutoLRS: each task's best tuned baseline of the committed run (its kind and LR),
+    # so a many-seed comparison shows how often the target's own source reaches it.
+    BEST_BASELINE: {"baseline": "best"},
 }
 
 
@@ -55,6 +60,16 @@ def select_variants(names: str | None) -> dict[str, dict[str, Any]]:
     return {n: known[n] for n in chosen}
 
 
+def variant_method(name: str, overrides: dict[str, Any], committed: dict[str, Any]) -> MethodSpec:
+    """The method a variant runs on a task: AutoLRS with ``overrides``, or (``{"baseline":
+    "best"}``) the committed run's best tuned baseline, read from its summary."""
+    if overrides != {"baseline": "best"}:
+        return autolrs_method(name, overrides)
+    best = committed["best_baseline"]
+    figures = committed["methods"][best]
+    return MethodSpec(figures["kind"], best, lr=figures["lr"])
+
+
 def run_ablation(tasks: Sequence[str], seeds: Sequence[int], results: Path, jobs: int = 2,
                  log: Callable[[str], None] = print,
                  variants: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
@@ -67,7 +82,8 @@ def run_ablation(tasks: Sequence[str], seeds: Sequence[int], results: Path, jobs
             target = committed["target_val_loss"]
             futures = {
                 pool.submit(run_job, {"spec": get_task(task),
-                                      "method": autolrs_method(name, overrides).to_dict(),
+                                      "method": variant_method(name, overrides,
+                                                               committed).to_dict(),
                                       "seed": seed}): (name, seed)
                 for name, overrides in variants.items() for seed in seeds}
             rows: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}

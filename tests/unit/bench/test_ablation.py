@@ -36,16 +36,30 @@ def test_table_counts_seeds_and_averages():
 
 
 def test_variants_can_be_selected_by_name_and_include_the_paper_preset():
-    from bench.ablation import EXTRA_VARIANTS, select_variants
+    from bench.ablation import BEST_BASELINE, EXTRA_VARIANTS, select_variants
 
     assert select_variants(None) == VARIANTS
     chosen = select_variants("default, paper")
     assert list(chosen) == ["default", "paper"] and chosen["paper"] == {"preset": "paper"}
     for name, overrides in EXTRA_VARIANTS.items():
-        assert autolrs_method(name, overrides).overrides == overrides
+        if name != BEST_BASELINE:
+            assert autolrs_method(name, overrides).overrides == overrides
     import pytest
     with pytest.raises(ValueError, match="unknown variant fast; allowed: default, "):
         select_variants("default,fast")
+
+
+def test_the_best_baseline_variant_runs_the_committed_best_tuned_baseline():
+    from bench.ablation import BEST_BASELINE, select_variants, variant_method
+
+    committed = {"best_baseline": "step decay",
+                 "methods": {"step decay": {"kind": "step", "lr": 0.01},
+                             "cosine": {"kind": "cosine", "lr": 0.01}}}
+    overrides = select_variants(BEST_BASELINE)[BEST_BASELINE]
+    method = variant_method(BEST_BASELINE, overrides, committed)
+    assert (method.kind, method.name, method.lr) == ("step", "step decay", 0.01)
+    # Every other variant is AutoLRS with its overrides.
+    assert variant_method("paper", {"preset": "paper"}, committed).kind == "autolrs"
 
 
 def test_the_cli_rejects_an_unknown_variant_in_one_line(capsys):
