@@ -32,15 +32,21 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "no trial-length floor": {"min_trial_steps": 1},
     "LR-decay limit 3 (not 2)": {"max_lr_decay": 3.0},
     "no LR range test": {"range_test": False},
+    "no final-stage hold": {"hold_final_stage": False},
+    "linear cooldown (not drop)": {"cooldown_shape": "linear"},
 }
 
 # Selectable with --variants but not part of the ablation: the reference, for a many-seed
 # comparison against the same committed targets.
 EXTRA_VARIANTS: dict[str, dict[str, Any]] = {
     "paper": {"preset": "paper"},
-    # The default before the LR range test, with trials scored on validation loss from
-    # the first stage: the 12-seed comparison's reference.
-    "previous default": {"range_test": False, "early_validation": True},
+    # Earlier defaults, for the many-seed comparison. Before the LR range test, with
+    # trials scored on validation loss from the first stage (and no hold, linear cooldown):
+    "previous default": {"range_test": False, "early_validation": True,
+                         "hold_final_stage": False, "cooldown_shape": "linear"},
+    # Before the last stage's hold and the cooldown's drop:
+    "default before the hold and the drop": {"hold_final_stage": False,
+                                             "cooldown_shape": "linear"},
     # Not AutoLRS: each task's best tuned baseline of the committed run (its kind and LR),
     # so a many-seed comparison shows how often the target's own source reaches it.
     BEST_BASELINE: {"baseline": "best"},

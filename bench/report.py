@@ -126,11 +126,16 @@ def stage_table(result: dict[str, Any]) -> str:
 
 
 def _lr(stage: dict[str, Any]) -> str:
-    """The stage's LR; a cooldown's as start -> LR of its last step."""
+    """The stage's LR; a cooldown's as start -> LR of its first step (when it drops at
+    once) .. LR of its last step; a stage held without a search says so."""
     if stage.get("lr") is None:
         return "–"
     if stage.get("cooldown") and stage.get("end_lr") is not None:
-        return f"{stage['lr']:.3g} -> {stage['end_lr']:.2g} (cooldown)"
+        first = stage.get("first_lr")
+        drop = f" -> {first:.3g}" if first is not None and first != stage["lr"] else ""
+        return f"{stage['lr']:.3g}{drop} .. {stage['end_lr']:.2g} (cooldown)"
+    if stage.get("no_search"):
+        return f"{stage['lr']:.3g} (held: {stage['no_search']})"
     return f"{stage['lr']:.3g}"
 
 

@@ -134,7 +134,8 @@ def _compact_stage(stage: dict[str, Any]) -> dict[str, Any]:
     keep = ("stage", "tau", "trial_steps", "start_step", "end_step", "lr", "predicted_loss",
             "actual_loss", "val_loss", "forecast_error", "forecast_source", "search_steps",
             "kept_steps",
-            "exploit_steps", "final", "incomplete", "cooldown", "end_lr", "rollbacks",
+            "exploit_steps", "final", "incomplete", "cooldown", "first_lr", "end_lr",
+            "no_search", "rollbacks",
             "trials_completed",
             "trials_early_stopped", "trials_diverged", "range_test")
     out = {k: stage[k] for k in keep if k in stage}

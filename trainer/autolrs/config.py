@@ -15,6 +15,9 @@ from typing import Any, Mapping
 
 CONFIG_ENV = "AUTOLRS_CONFIG"
 PRESETS = ("default", "paper")
+# How the cooldown lowers the LR: ``linear`` from the last stage's LR to 0; ``drop`` to a
+# tenth of it at once, then linearly to 0.
+COOLDOWN_SHAPES = ("linear", "drop")
 
 # Values a preset gives to every field the user left as None. `paper` is the reference
 # AutoLRS (Jin et al., ICLR 2021) exactly; `default` is ours (see README, "Ablation").
@@ -37,6 +40,8 @@ PRESET_VALUES: dict[str, dict[str, Any]] = {
         "cooldown": 0.0,
         "min_trial_steps": 1,
         "range_test": False,
+        "hold_final_stage": False,
+        "cooldown_shape": "linear",
     },
     "default": {
         "kappa": 1.96,
@@ -56,6 +61,8 @@ PRESET_VALUES: dict[str, dict[str, Any]] = {
         "cooldown": 0.2,
         "min_trial_steps": 40,
         "range_test": True,
+        "hold_final_stage": True,
+        "cooldown_shape": "drop",
     },
 }
 
@@ -91,6 +98,8 @@ CAMEL_NAMES: dict[str, str] = {
     "cooldown": "cooldown",
     "min_trial_steps": "minTrialSteps",
     "range_test": "rangeTest",
+    "hold_final_stage": "holdFinalStage",
+    "cooldown_shape": "cooldownShape",
     "lr_scaling": "lrScaling",
     "reference_batch_size": "referenceBatchSize",
 }
@@ -135,6 +144,8 @@ class AutoLRSConfig:
     cooldown: float | None = None
     min_trial_steps: int | None = None
     range_test: bool | None = None
+    hold_final_stage: bool | None = None
+    cooldown_shape: str | None = None
     # Distributed: rescale [min_lr, max_lr] with the global batch size.
     lr_scaling: str = "none"
     reference_batch_size: int | None = None
@@ -309,6 +320,9 @@ class AutoLRSConfig:
                     f"cooldown={self.cooldown} needs max_steps: the LR decays to 0 over the "
                     "last part of a known budget (set max_steps, or cooldown to 0)"
                 )
+        if self.cooldown_shape is not None and self.cooldown_shape not in COOLDOWN_SHAPES:
+            raise ValueError(f"cooldown_shape must be one of {', '.join(COOLDOWN_SHAPES)}, "
+                             f"got {self.cooldown_shape!r}")
         if self.min_trial_steps is not None and not 1 <= self.min_trial_steps <= self.tau // 2:
             raise ValueError(
                 f"min_trial_steps must be in [1, tau/2] = [1, {self.tau // 2}] (a trial "

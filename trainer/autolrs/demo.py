@@ -178,8 +178,10 @@ def _print_report(summary: dict[str, Any], history: list[dict[str, Any]], opts: 
     for h in history:
         forecast = "-" if h.get("predicted_loss") is None else f"{h['predicted_loss']:.4f}"
         reached = "-" if h.get("actual_loss") is None else f"{h['actual_loss']:.4f}"
+        note = "  cooldown" if h.get("cooldown") else (
+            f"  no search: {h['no_search']}" if h.get("no_search") else "")
         print(f"{h['stage']:>5}  {h['start_step']:>5}  {h['tau']:>7}  {len(h['trials']):>6}"
-              f"  {h['lr']:>9.4g}  {forecast:>8}  {reached:>8}")
+              f"  {h['lr']:>9.4g}  {forecast:>8}  {reached:>8}{note}")
     a, c = summary["autolrs"], summary["constant_lr"]
     print(f"\nfinal validation accuracy: AutoLRS {a['final_val_accuracy']:.4f} "
           f"(loss {a['final_val_loss']:.4f}) vs constant LR {c['lr']:.3g}: "

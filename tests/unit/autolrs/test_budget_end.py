@@ -1,6 +1,8 @@
-"""How a budgeted run ends: the last stage fills the search budget, then the cooldown
-decays the LR linearly to 0 over the last ``cooldown * max_steps`` steps."""
+"""How a budgeted run ends: the last stage fills the search budget (or, with
+``hold_final_stage``, keeps the last LR without a search), then the cooldown lowers the LR
+to 0 over the last ``cooldown * max_steps`` steps (``cooldown_shape``)."""
 
+import copy
 import json
 import math
 
@@ -28,7 +30,7 @@ def _lrs(cfg: AutoLRSConfig) -> tuple[StageController, list[float]]:
 
 
 def test_cooldown_decays_the_last_lr_linearly_to_zero():
-    ctrl, lrs = _lrs(make_config(max_steps=300, cooldown=0.2))
+    ctrl, lrs = _lrs(make_config(max_steps=300, cooldown=0.2, cooldown_shape="linear"))
     assert len(lrs) == 300
     last = ctrl.history[-1]
     assert last["cooldown"] and not last.get("incomplete")
@@ -46,6 +48,29 @@ def test_cooldown_decays_the_last_lr_linearly_to_zero():
         assert stage["end_step"] <= 240
         for trial in stage["trials"]:
             assert trial["start_step"] + trial["steps"] <= 240
+
+
+def test_a_drop_cooldown_cuts_the_lr_to_a_tenth_then_decays_it_linearly():
+    """The default shape: the LR falls at once to a tenth of the last stage's, then
+    linearly to 0 (by a hundredth of that every step of this 60-step cooldown)."""
+    ctrl, lrs = _lrs(make_config(max_steps=300, cooldown=0.2))
+    assert ctrl.cfg.cooldown_shape == "drop"
+    last = ctrl.history[-1]
+    assert last["cooldown"] and last["start_step"] == 240
+    start_lr = last["lr"]
+    assert start_lr == ctrl.history[-2]["lr"] and lrs[239] == pytest.approx(start_lr)
+    for i, lr in enumerate(lrs[240:]):
+        assert lr == pytest.approx(start_lr * 0.1 * (60 - i) / 60)
+    assert last["end_lr"] == pytest.approx(start_lr * 0.1 / 60)
+
+
+def test_cooldown_shape_is_checked_and_preset():
+    with pytest.raises(ValueError, match="^cooldown_shape must be one of linear, drop, got 'cosine'$"):
+        AutoLRSConfig(min_lr=1e-3, max_lr=1.0, max_steps=100, cooldown_shape="cosine")
+    assert AutoLRSConfig.from_dict({"minLR": 1e-3, "maxLR": 1.0, "maxSteps": 100,
+                                    "cooldownShape": "linear"}).cooldown_shape == "linear"
+    paper = AutoLRSConfig(min_lr=1e-3, max_lr=1.0, preset="paper", max_steps=100).resolved()
+    assert paper.cooldown_shape == "linear" and paper.cooldown_steps == 0
 
 
 def test_the_last_stage_fills_the_search_budget():
@@ -91,9 +116,11 @@ def test_an_explicit_cooldown_needs_max_steps():
 
 @pytest.mark.parametrize("preset", ["paper", "default"])
 def test_cooldown_cuts_a_stage_the_budget_was_not_fitted_for(preset):
-    """fit_final_stage off: a stage still running at the cooldown's start is closed (its
-    state and LR the best known, as when the budget runs out) and the cooldown begins."""
-    cfg = make_config(preset=preset, max_steps=250, cooldown=0.2, fit_final_stage=False)
+    """fit_final_stage (and hold_final_stage) off: a stage still running at the cooldown's
+    start is closed (its state and LR the best known, as when the budget runs out) and the
+    cooldown begins."""
+    cfg = make_config(preset=preset, max_steps=250, cooldown=0.2, fit_final_stage=False,
+                      hold_final_stage=False)
     ctrl, lrs = _lrs(cfg)
     assert len(lrs) == 250
     cut = ctrl.history[-2]
@@ -101,8 +128,9 @@ def test_cooldown_cuts_a_stage_the_budget_was_not_fitted_for(preset):
     assert last["cooldown"] and last["start_step"] == 200 and last["stage"] == cut["stage"] + 1
     assert cut["end_step"] == 200 and cut.get("incomplete")
     assert last["lr"] == pytest.approx(cut["lr"])
-    assert lrs[200] == pytest.approx(last["lr"])
-    assert lrs[-1] == pytest.approx(last["lr"] / 50)
+    scale = 0.1 if preset == "default" else 1.0  # the default cooldown drops at once
+    assert lrs[200] == pytest.approx(last["lr"] * scale)
+    assert lrs[-1] == pytest.approx(last["lr"] * scale / 50)
 
 
 def test_a_diverging_cooldown_restarts_at_half_the_lr():
@@ -116,7 +144,7 @@ def test_a_diverging_cooldown_restarts_at_half_the_lr():
     actions = ctrl.observe_loss(float("nan"))
     assert [a.kind for a in actions][:1] == ["restore"]
     assert ctrl.s["exploit"]["cooldown_lr"] == pytest.approx(start / 2)
-    assert ctrl.lr == pytest.approx(start / 2)
+    assert ctrl.lr == pytest.approx(start / 2 * 0.1)  # the restarted cooldown's first step
     env.apply(actions)
     drive(ctrl, env)
     assert ctrl.done and ctrl.steps == 200
@@ -178,3 +206,66 @@ def test_a_cooldown_ends_with_a_stage_end_event():
     assert (ends[-1]["stage"], ends[-1]["step"], ends[-1]["lr"]) == (last["stage"], 100, last["lr"])
     assert [e["type"] for e in events][-2:] == ["stage_end", "done"]
     assert len(ends) == len(ctrl.history)
+
+
+def _final_stage(ctrl: StageController) -> dict:
+    """The last stage before the cooldown."""
+    assert ctrl.history[-1]["cooldown"]
+    return ctrl.history[-2]
+
+
+def test_the_stage_that_would_run_into_the_cooldown_keeps_the_last_lr():
+    """Stage 3 starts at step 150 with 58 search steps left, fewer than a full stage costs:
+    it runs no trial and keeps stage 2's LR to the cooldown's start at step 208."""
+    ctrl, lrs = _lrs(make_config(max_steps=260, cooldown=0.2, trial_fraction=0.25))
+    held, before = _final_stage(ctrl), ctrl.history[-3]
+    assert held["no_search"] == "the cooldown follows"
+    assert held["trials"] == [] and held["trial_steps"] == 0 and held["final"]
+    assert (held["start_step"], held["end_step"]) == (before["end_step"], 208) == (150, 208)
+    assert held["lr"] == before["lr"]
+    assert lrs[150:208] == [before["lr"]] * 58
+    assert ctrl.history[-1]["start_step"] == 208 and ctrl.history[-1]["lr"] == before["lr"]
+    events = [e for e in ctrl.drain_events() if e["type"] == "decision" and e["step"] == 150]
+    assert events and events[0]["trials"] == 0
+
+
+def test_without_the_hold_the_last_stage_before_the_cooldown_searches():
+    ctrl, _ = _lrs(make_config(max_steps=260, cooldown=0.2, trial_fraction=0.25,
+                               hold_final_stage=False))
+    final = _final_stage(ctrl)
+    assert final["final"] and len(final["trials"]) == 3 and "no_search" not in final
+    assert (final["start_step"], final["end_step"]) == (150, 208)
+
+
+def test_without_a_cooldown_the_last_stage_still_searches():
+    """The hold leaves the decay to the cooldown; with none, the last search is the
+    schedule's last chance to lower the LR."""
+    for max_steps in (260, 280):
+        config = dict(max_steps=max_steps, cooldown=0.0, trial_fraction=0.25)
+        ctrl, lrs = _lrs(make_config(**config))
+        assert len(lrs) == max_steps
+        assert not any(h.get("no_search") == "the cooldown follows" for h in ctrl.history)
+        assert ctrl.history == _lrs(make_config(**config, hold_final_stage=False))[0].history
+
+
+def test_the_hold_is_on_in_default_and_off_in_paper():
+    def resolved(preset):
+        return AutoLRSConfig(min_lr=1e-3, max_lr=1.0, preset=preset, max_steps=100).resolved()
+    assert resolved("default").hold_final_stage and not resolved("paper").hold_final_stage
+    assert AutoLRSConfig.from_dict({"minLR": 1e-3, "maxLR": 1.0,
+                                    "holdFinalStage": False}).hold_final_stage is False
+    with pytest.raises(ValueError, match="^hold_final_stage must be true or false"):
+        AutoLRSConfig(min_lr=1e-3, max_lr=1.0, hold_final_stage="yes")
+
+
+def test_a_held_stage_survives_a_state_round_trip():
+    cfg = make_config(max_steps=260, cooldown=0.2, trial_fraction=0.25)
+    ctrl, env = StageController(cfg), ToyTraining()
+    drive(ctrl, env, until_step=170)
+    assert ctrl.s["stage_record"]["no_search"] == "the cooldown follows"
+    restored = StageController.from_state(json.loads(json.dumps(ctrl.state_dict())))
+    twin = ToyTraining()
+    twin.w, twin.rng, twin.slots = env.w.copy(), copy.deepcopy(env.rng), dict(env.slots)
+    drive(ctrl, env)
+    drive(restored, twin)
+    assert restored.history == ctrl.history

@@ -21,6 +21,9 @@ def test_demo_writes_history_summary_and_plot(tmp_path, capsys):
     sweep = history[0]["range_test"]  # the default preset sweeps the LR before stage 0
     assert sweep["steps"] == history[0]["start_step"] > 0
     assert f"LR range test: {sweep['steps']} steps, loss lowest at LR" in out
+    # The stage before the cooldown searches nothing (hold_final_stage); the table says so.
+    assert history[-1]["cooldown"] and history[-2]["no_search"] == "the cooldown follows"
+    assert "no search: the cooldown follows" in out and out.count("  cooldown\n") == 1
     saved = json.loads((opts.run_dir / "summary.json").read_text())
     assert saved["autolrs"]["final_val_accuracy"] == summary["autolrs"]["final_val_accuracy"]
     assert 0.0 <= saved["constant_lr"]["final_val_accuracy"] <= 1.0

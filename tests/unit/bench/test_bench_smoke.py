@@ -80,12 +80,16 @@ def test_report_and_figure_are_written(tiny_result, tmp_path):
     shutil.copy(out / "digits.json", tmp_path / "digits.json")
     text = write_report(tmp_path)
     assert "| digits | 60 |" in text and "autolrs-paper" in text
-    # The default's last 12 steps (cooldown 0.2 of 60) decay its LR to 0.
+    # The default's last 12 steps (cooldown 0.2 of 60) drop its LR to a tenth, then
+    # decay it to 0.
     (run,) = [r for r in result["runs"] if r["method"] == "autolrs-default"]
     cooldown = run["history"][-1]
     assert cooldown["cooldown"] and cooldown["start_step"] == 48
-    assert [lr for step, lr in run["lr_schedule"] if step > 48][-1] < cooldown["lr"] / 10
-    assert f"{cooldown['lr']:.3g} -> " in text and "(cooldown)" in text
+    schedule = dict(run["lr_schedule"])
+    assert schedule[49] == pytest.approx(cooldown["lr"] / 10) == cooldown["first_lr"]
+    assert [lr for step, lr in run["lr_schedule"] if step > 48][-1] < cooldown["lr"] / 100
+    assert f"{cooldown['lr']:.3g} -> {cooldown['first_lr']:.3g} .. " in text
+    assert "(cooldown)" in text
     assert (tmp_path / "README.md").read_text() == text
 
 

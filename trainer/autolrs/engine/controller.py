@@ -31,6 +31,7 @@ EARLY_STOP_AT = 1 / 2     # fraction of a trial after which a hopeless one is st
 EARLY_STOP_MIN_STEPS = 2 * MIN_POINTS  # no early stop when the check point comes sooner
 BRACKET_LOG10 = 0.5       # decades: a worse trial this close on each side brackets the best
 BRACKET_STEP_LOG10 = 0.4  # decades: where a bracketing trial is placed from the best LR
+COOLDOWN_DROP = 0.1       # cooldown_shape "drop": the LR falls to this part at once
 
 PHASES = ("warmup", "search", "exploit", "done")
 
@@ -322,6 +323,8 @@ class StageController:
         remaining = self._search_remaining()
         if remaining is not None and remaining <= 0 and self.cfg.cooldown_steps:
             return self._begin_final_exploit(self._remaining(), cooldown=True)
+        if self._holds_final_stage(remaining):
+            return self._begin_final_exploit(remaining, no_search="the cooldown follows")
         final = False
         if self.cfg.fit_final_stage and remaining is not None:
             cost = self._stage_cost(s["tau"], s["trial_steps"])
@@ -333,7 +336,7 @@ class StageController:
                 # a fitted last stage's trials must fit what is left of the budget.
                 trial = max(1, round(tau * self.cfg.trial_fraction))
                 if trial < MIN_FINAL_TRIAL_STEPS and s["history"]:
-                    return self._begin_final_exploit(remaining)
+                    return self._begin_final_exploit(remaining, no_search="too few steps left")
                 s["tau"], s["trial_steps"] = max(tau, trial), trial
         s["stage_record"] = {
             "stage": s["stage"],
@@ -353,6 +356,18 @@ class StageController:
         first = self._first_trial_lr()
         self._start_trial(first)
         return [Action("snapshot", slot="stage"), set_lr(first)]
+
+    def _holds_final_stage(self, remaining: int | None) -> bool:
+        """With ``hold_final_stage`` and a cooldown: the stage that would run into the
+        cooldown (its k trials and tau steps do not fit what is left) keeps the last
+        stage's LR to the cooldown's start, with no search. Its constant-LR trials cannot
+        see what the cooldown buys, and their short horizon favours smaller LRs: on the
+        char LM, from step 950, holding 0.01 to the cooldown ended lower than 0.0015-0.003,
+        which the trials (even annealed ones) ranked first."""
+        s = self.s
+        if not (self.cfg.hold_final_stage and self.cfg.cooldown_steps and s["history"]):
+            return False
+        return remaining is not None and remaining < self._stage_cost(s["tau"], s["trial_steps"])
 
     # ------------------------------------------------------------ LR range test
 
@@ -400,11 +415,13 @@ class StageController:
         cap = (self.s.get("range_result") or {}).get("max_lr")
         return self.cfg.max_lr if cap is None else min(cap, self.cfg.max_lr)
 
-    def _begin_final_exploit(self, remaining: int, cooldown: bool = False) -> list[Action]:
-        """Too little budget left for a search: keep the last stage's LR to the end of the
-        search budget. With ``cooldown``: the budget's last ``remaining`` steps, in which
-        the LR decays linearly from the one in use to 0 (a constant-LR trial cannot see
-        what annealing buys, so the search never chooses it)."""
+    def _begin_final_exploit(self, remaining: int, cooldown: bool = False,
+                             no_search: str | None = None) -> list[Action]:
+        """No search left to make: keep the last stage's LR to the end of the search
+        budget (``no_search`` says why, in the stage record). With ``cooldown``: the
+        budget's last ``remaining`` steps, in which the LR decays from the one in use to 0
+        as ``cooldown_shape`` says (a constant-LR trial cannot see what annealing buys, so
+        the search never chooses it)."""
         s = self.s
         lr = s["lr"] if cooldown or not s["history"] else s["history"][-1]["lr"]
         s["stage_record"] = {
@@ -412,15 +429,20 @@ class StageController:
             "val_mode": s["val_mode"], "final": True, "cooldown": cooldown,
             "start_step": s["steps"], "reference_loss": _mean(s["recent"]), "rollbacks": [],
         }
+        if no_search is not None:
+            s["stage_record"]["no_search"] = no_search
         s["phase"] = "exploit"
         s["exploit"] = {"lr": lr, "rank": 0, "ranking": [], "remaining": remaining, "done": 0,
                         "predicted": None, "source": "train", "tail": [], "val_loss": None,
                         "search_steps": 0, "cooldown_lr": lr if cooldown else None}
         s["lr"] = lr
+        if cooldown:
+            s["lr"] = _cooldown_lr(self.cfg.cooldown_shape, lr, remaining, remaining)
+            s["stage_record"]["first_lr"] = s["lr"]
         self.events.append({"type": "decision", "stage": s["stage"], "lr": lr, "tau": remaining,
                             "predicted_loss": None, "trials": 0, "step": s["steps"],
                             "cooldown": cooldown})
-        return [Action("snapshot", slot="stage"), set_lr(lr)]
+        return [Action("snapshot", slot="stage"), set_lr(s["lr"])]
 
     def _search(self) -> LRSearch:
         """The stage's LR search (derived from config and stage, so not part of the state;
@@ -786,7 +808,8 @@ class StageController:
         del tail[:-RECENT_LOSSES]
         if exploit.get("cooldown_lr") is not None:
             left = max(exploit["remaining"] - exploit["done"], 0)
-            s["lr"] = exploit["cooldown_lr"] * left / exploit["remaining"]
+            s["lr"] = _cooldown_lr(self.cfg.cooldown_shape, exploit["cooldown_lr"], left,
+                                   exploit["remaining"])
             return []
         if self._stalled(exploit):
             return self._rollback(loss, reason="stalled")
@@ -845,6 +868,9 @@ class StageController:
             if left is not None:  # it starts over, and still ends where it was to end
                 exploit["remaining"] = max(left, 1)
             s["lr"] = exploit["lr"]
+            if cooldown:
+                s["lr"] = _cooldown_lr(self.cfg.cooldown_shape, exploit["lr"],
+                                       exploit["remaining"], exploit["remaining"])
             return [Action("restore", slot="stage"), set_lr(s["lr"])]
         actions = self._begin_exploit(rank)
         if actions[0].kind != "restore" or actions[0].slot != "stage":
@@ -949,6 +975,15 @@ class StageController:
         s["observations"] = []
         s["best_saved"] = None
         return actions
+
+
+def _cooldown_lr(shape: str, start_lr: float, left: int, total: int) -> float:
+    """The LR of a cooldown step with ``left`` of its ``total`` steps to go (``left ==
+    total``: its first step). ``linear`` falls from ``start_lr`` to ``start_lr / total``;
+    ``drop`` first cuts it to COOLDOWN_DROP of that (the annealing gain comes at once, not
+    after hundreds of steps at in-between LRs in which a small data set is memorised)."""
+    scale = COOLDOWN_DROP if shape == "drop" else 1.0
+    return start_lr * scale * left / total
 
 
 def _mean(values: list[float]) -> float | None:
