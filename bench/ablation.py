@@ -139,13 +139,18 @@ def merge_ablation(previous: dict[str, Any], result: dict[str, Any]) -> dict[str
 
 def ablation_table(result: dict[str, Any]) -> str:
     """Markdown: per task and variant, seeds reaching the target (and their mean steps when
-    all do), final loss, trial-step share (all, and discarded: not kept by exploit)."""
+    all do), each seed's lowest val loss (mean, and the worst seed's), final loss,
+    trial-step share (all, and discarded: not kept by exploit)."""
     lines = ["| task | variant | seeds reaching target (steps) | mean steps to target "
+             "| lowest val loss: mean (worst seed) "
              "| final val loss (mean ± std) | trial steps: all / discarded (max over seeds) |",
-             "|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|"]
     for task, data in result["tasks"].items():
         for name, rows in data["variants"].items():
             reached = [r["steps_to_target"] for r in rows if r["steps_to_target"] is not None]
+            lowest = [r["min_val_loss"] for r in rows if r.get("min_val_loss") is not None]
+            lowest_text = (f"{statistics.mean(lowest):.4f} ({max(lowest):.4f})"
+                           if len(lowest) == len(rows) else "–")
             finals = [r["final_val_loss"] for r in rows]
             spread = statistics.stdev(finals) if len(finals) > 1 else 0.0
             share = [r["trial_fraction"] for r in rows]
@@ -154,7 +159,7 @@ def ablation_table(result: dict[str, Any]) -> str:
                           else "–")
             lines.append(f"| {task} | {name} | {len(reached)}/{len(rows)} "
                          f"({', '.join(map(str, reached)) or '-'}) | {mean_steps} | "
-                         f"{statistics.mean(finals):.4f} ± {spread:.4f} | "
+                         f"{lowest_text} | {statistics.mean(finals):.4f} ± {spread:.4f} | "
                          f"{statistics.mean(share):.0%} / {statistics.mean(discarded):.0%} "
                          f"({max(share):.0%} / {max(discarded):.0%}) |")
     return "\n".join(lines) + "\n"

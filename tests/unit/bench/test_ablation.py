@@ -19,20 +19,24 @@ def test_every_variant_is_a_valid_config():
 def test_table_counts_seeds_and_averages():
     result = {"tasks": {"mnist1d": {"variants": {
         "default": [
-            {"seed": 0, "steps_to_target": None, "final_val_loss": 0.3, "trial_fraction": 0.2,
-             "discarded_fraction": 0.1},
-            {"seed": 1, "steps_to_target": 900, "final_val_loss": 0.1, "trial_fraction": 0.3,
-             "discarded_fraction": 0.2},
+            {"seed": 0, "steps_to_target": None, "min_val_loss": 0.25, "final_val_loss": 0.3,
+             "trial_fraction": 0.2, "discarded_fraction": 0.1},
+            {"seed": 1, "steps_to_target": 900, "min_val_loss": 0.05, "final_val_loss": 0.1,
+             "trial_fraction": 0.3, "discarded_fraction": 0.2},
         ],
         "fixed k": [
             {"seed": 0, "steps_to_target": 700, "final_val_loss": 0.2, "trial_fraction": 0.5},
             {"seed": 1, "steps_to_target": 900, "final_val_loss": 0.2, "trial_fraction": 0.5},
         ]}}}}
     table = ablation_table(result)
-    # One seed missed the target: no mean steps. Shares: mean, then the worst seed.
-    assert "| mnist1d | default | 1/2 (900) | – | 0.2000 ± 0.1414 | 25% / 15% (30% / 20%) |" in table
-    # Every seed reached it: the mean; a record without a kept count discards every trial step.
-    assert "| mnist1d | fixed k | 2/2 (700, 900) | 800 | 0.2000 ± 0.0000 | 50% / 50% (50% / 50%) |" in table
+    # One seed missed the target: no mean steps. Lowest losses: mean, then the worst seed.
+    # Shares: mean, then the worst seed.
+    assert ("| mnist1d | default | 1/2 (900) | – | 0.1500 (0.2500) | 0.2000 ± 0.1414 "
+            "| 25% / 15% (30% / 20%) |") in table
+    # Every seed reached it: the mean; a record without a kept count discards every trial
+    # step; one without lowest losses (an older result file) shows none.
+    assert ("| mnist1d | fixed k | 2/2 (700, 900) | 800 | – | 0.2000 ± 0.0000 "
+            "| 50% / 50% (50% / 50%) |") in table
 
 
 def test_variants_can_be_selected_by_name_and_include_the_paper_preset():
