@@ -30,11 +30,17 @@ tools:
 demo: $(STAMP)
 	$(VENV)/bin/autolrs demo
 
+# The unit suite runs in UNIT_JOBS processes (pytest-xdist; its tests share nothing), the
+# integration and end-to-end suites in one: they start their own redis-server, Prometheus
+# and torchrun workers, which already use both cores.
+UNIT_JOBS ?= 2
+
 test: $(STAMP) system-deps tools
-	$(PYTEST) tests
+	$(PYTEST) -n $(UNIT_JOBS) tests/unit
+	$(PYTEST) tests/integration tests/e2e
 
 test-unit: $(STAMP)
-	$(PYTEST) tests/unit
+	$(PYTEST) -n $(UNIT_JOBS) tests/unit
 
 test-integration: $(STAMP) system-deps
 	$(PYTEST) tests/integration

@@ -1,5 +1,6 @@
 """The stage controller: exact action sequences, doubling, phases, budget and resumption."""
 
+import functools
 import json
 
 import pytest
@@ -169,14 +170,26 @@ def test_observe_order_is_enforced():
         ctrl.observe_val_loss(1.0)
 
 
+def _resume_config(preset: str):
+    return make_config(preset=preset, tau=10, tau_max=20, trial_fraction=0.2, max_steps=260,
+                       warmup_steps=3)
+
+
+@functools.lru_cache(maxsize=None)
+def _uninterrupted_run(preset: str) -> tuple[list, list]:
+    """The run without a cut (deterministic, so computed once per preset, not per example):
+    its actions and its stage history."""
+    env = ToyTraining(seed=5)
+    reference = StageController(_resume_config(preset), has_val=True)
+    drive(reference, env)
+    return env.actions, reference.history
+
+
 @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(cut=st.integers(min_value=0, max_value=260), preset=st.sampled_from(["paper", "default"]))
 def test_restoring_state_at_any_step_changes_no_later_decision(cut, preset):
-    cfg = make_config(preset=preset, tau=10, tau_max=20, trial_fraction=0.2, max_steps=260,
-                      warmup_steps=3)
-    reference_env = ToyTraining(seed=5)
-    reference = StageController(cfg, has_val=True)
-    drive(reference, reference_env)
+    cfg = _resume_config(preset)
+    reference_actions, reference_history = _uninterrupted_run(preset)
 
     env = ToyTraining(seed=5)
     first = StageController(cfg, has_val=True)
@@ -184,5 +197,5 @@ def test_restoring_state_at_any_step_changes_no_later_decision(cut, preset):
     state = json.loads(json.dumps(first.state_dict(), allow_nan=False))
     resumed = StageController.from_state(state)
     drive(resumed, env)
-    assert env.actions == reference_env.actions
-    assert resumed.history == reference.history
+    assert env.actions == reference_actions
+    assert resumed.history == reference_history
