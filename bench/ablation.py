@@ -15,6 +15,8 @@ from bench.runner import run_job
 from bench.tasks import get_task
 
 BEST_BASELINE = "best tuned baseline"
+# Its entry in EXTRA_VARIANTS: not AutoLRS overrides but a marker variant_method reads.
+BEST_BASELINE_MARKER: dict[str, Any] = {"baseline": "best"}
 
 # name -> AutoLRSConfig overrides on top of the default preset.
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -49,7 +51,7 @@ EXTRA_VARIANTS: dict[str, dict[str, Any]] = {
                                              "cooldown_shape": "linear"},
     # Not AutoLRS: each task's best tuned baseline of the committed run (its kind and LR),
     # so a many-seed comparison shows how often the target's own source reaches it.
-    BEST_BASELINE: {"baseline": "best"},
+    BEST_BASELINE: BEST_BASELINE_MARKER,
 }
 
 
@@ -67,9 +69,9 @@ def select_variants(names: str | None) -> dict[str, dict[str, Any]]:
 
 
 def variant_method(name: str, overrides: dict[str, Any], committed: dict[str, Any]) -> MethodSpec:
-    """The method a variant runs on a task: AutoLRS with ``overrides``, or (``{"baseline":
-    "best"}``) the committed run's best tuned baseline, read from its summary."""
-    if overrides != {"baseline": "best"}:
+    """The method a variant runs on a task: AutoLRS with ``overrides``, or (for
+    BEST_BASELINE_MARKER) the committed run's best tuned baseline, read from its summary."""
+    if overrides != BEST_BASELINE_MARKER:
         return autolrs_method(name, overrides)
     best = committed["best_baseline"]
     figures = committed["methods"][best]
