@@ -42,6 +42,7 @@ PRESET_VALUES: dict[str, dict[str, Any]] = {
         "range_test": False,
         "hold_final_stage": False,
         "cooldown_shape": "linear",
+        "saturation_validation": False,
     },
     "default": {
         "kappa": 1.96,
@@ -63,6 +64,7 @@ PRESET_VALUES: dict[str, dict[str, Any]] = {
         "range_test": True,
         "hold_final_stage": True,
         "cooldown_shape": "drop",
+        "saturation_validation": True,
     },
 }
 
@@ -100,6 +102,7 @@ CAMEL_NAMES: dict[str, str] = {
     "range_test": "rangeTest",
     "hold_final_stage": "holdFinalStage",
     "cooldown_shape": "cooldownShape",
+    "saturation_validation": "saturationValidation",
     "lr_scaling": "lrScaling",
     "reference_batch_size": "referenceBatchSize",
 }
@@ -146,6 +149,9 @@ class AutoLRSConfig:
     range_test: bool | None = None
     hold_final_stage: bool | None = None
     cooldown_shape: str | None = None
+    # Score trials on validation loss from the stage after one whose chosen training-loss
+    # forecast was zero (the training loss is memorised: it no longer ranks LRs).
+    saturation_validation: bool | None = None
     # Distributed: rescale [min_lr, max_lr] with the global batch size.
     lr_scaling: str = "none"
     reference_batch_size: int | None = None

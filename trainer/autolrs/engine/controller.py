@@ -891,6 +891,7 @@ class StageController:
         error = error_val if exploit["source"] == "val" else error_train
         trials = s["observations"]
         outcomes = Counter(o["outcome"] for o in trials)
+        saturated = self._training_loss_saturated()
         record.update(
             lr=exploit["lr"], predicted_loss=exploit["predicted"], forecast_source=exploit["source"],
             actual_loss=actual, val_loss=exploit["val_loss"], forecast_error=error,
@@ -899,18 +900,21 @@ class StageController:
             trials_early_stopped=outcomes["early_stopped"], trials_diverged=outcomes["diverged"],
             search_steps=exploit["search_steps"], kept_steps=exploit.get("kept_steps", 0),
             exploit_steps=s["steps"] - record["start_step"] - exploit["search_steps"],
-            end_step=s["steps"],
+            end_step=s["steps"], saturated=saturated,
         )
         s["history"].append(record)
         s["stage_record"] = None
         self.events.append({"type": "stage_end", "stage": s["stage"], "step": s["steps"],
-                            "lr": exploit["lr"], "forecast_error": error, "actual_loss": actual})
+                            "lr": exploit["lr"], "forecast_error": error, "actual_loss": actual,
+                            "saturated": saturated})
         # Warm start: this stage's scored trials inform the next stage's GP.
         s["prior"] = [{"lr": o["lr"], "score": o["score"], "chosen": o["lr"] == exploit["lr"]}
                       for o in trials if o["score"] is not None] if self.cfg.warm_start else []
         if exploit["val_loss"] is not None:
             s["last_val_loss"] = exploit["val_loss"]
         s["stage"] += 1
+        if saturated:
+            s["val_mode"] = True
         if s["tau"] < self.cfg.tau_max and not record["final"]:
             s["tau"] = min(s["tau"] * 2, self.cfg.tau_max)
             s["trial_steps"] = self.cfg.trial_steps_for(s["tau"])
@@ -920,6 +924,22 @@ class StageController:
         if self._remaining() is not None and self._remaining() <= 0:
             return self._finish("max_steps reached")
         return self._begin_stage()
+
+    def _training_loss_saturated(self) -> bool:
+        """With ``saturation_validation``: the exploited trial was scored on the training
+        loss and forecast it at zero (the forecast's floor). A training loss on its way to
+        zero is being memorised and no longer tells LRs apart (every forecast sits at the
+        floor, and the narrowest, usually the smallest LR's, wins); the validation loss
+        still does. Digits and MNIST-1D reach that floor after a few hundred steps."""
+        s = self.s
+        if not self.cfg.saturation_validation or not s["has_val"] or s["val_mode"]:
+            return False
+        exploit = s["exploit"]
+        if exploit["rank"] >= len(exploit["ranking"]):
+            return False  # the fallback LR: no trial behind it
+        chosen = s["observations"][exploit["ranking"][exploit["rank"]]]
+        return (chosen["source"] == "train" and chosen["score"] is not None
+                and chosen["score"] <= 0.0)
 
     # ------------------------------------------------------------ end
 
