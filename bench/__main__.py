@@ -31,7 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, default=None, help="results folder")
     parser.add_argument("--autolrs", action="append", default=[], metavar="NAME:FIELD=V,...",
                         help="an extra AutoLRS method with AutoLRSConfig overrides, e.g. "
-                             "'no-keep:keep_best_trial=false' (repeatable)")
+                             "'no-keep:keep_best_trial=false' (repeatable); with ablation, an "
+                             "extra variant beside those --variants selects")
     parser.add_argument("--no-presets", action="store_true",
                         help="skip the autolrs-paper and autolrs-default methods")
     parser.add_argument("--variants", default=None, metavar="NAME,...",
@@ -77,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
 
         previous_path = out / "ablation.json"
         try:
-            variants = select_variants(args.variants)
+            variants = select_variants(args.variants, extra)
             previous = None
             if args.merge:
                 if not previous_path.exists():

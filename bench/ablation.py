@@ -36,6 +36,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "no LR range test": {"range_test": False},
     "no final-stage hold": {"hold_final_stage": False},
     "linear cooldown (not drop)": {"cooldown_shape": "linear"},
+    "no saturation switch": {"saturation_validation": False},
 }
 
 # Selectable with --variants but not part of the ablation: the reference, for a many-seed
@@ -45,27 +46,42 @@ EXTRA_VARIANTS: dict[str, dict[str, Any]] = {
     # Earlier defaults, for the many-seed comparison. Before the LR range test, with
     # trials scored on validation loss from the first stage (and no hold, linear cooldown):
     "previous default": {"range_test": False, "early_validation": True,
-                         "hold_final_stage": False, "cooldown_shape": "linear"},
+                         "hold_final_stage": False, "cooldown_shape": "linear",
+                         "saturation_validation": False},
     # Before the last stage's hold and the cooldown's drop:
     "default before the hold and the drop": {"hold_final_stage": False,
-                                             "cooldown_shape": "linear"},
+                                             "cooldown_shape": "linear",
+                                             "saturation_validation": False},
+    # Before validation scoring once the training loss is forecast at zero:
+    "default before the saturation switch": {"saturation_validation": False},
     # Not AutoLRS: each task's best tuned baseline of the committed run (its kind and LR),
     # so a many-seed comparison shows how often the target's own source reaches it.
     BEST_BASELINE: BEST_BASELINE_MARKER,
 }
 
 
-def select_variants(names: str | None) -> dict[str, dict[str, Any]]:
-    """The variants named in a comma-separated list (None: every ablation variant)."""
-    if names is None:
-        return dict(VARIANTS)
+def select_variants(names: str | None, extra: Sequence[MethodSpec] = ()
+                    ) -> dict[str, dict[str, Any]]:
+    """The variants named in a comma-separated list (None: every ablation variant), then
+    ``extra``: AutoLRS methods with any overrides (``--autolrs NAME:field=value``), named
+    without their ``autolrs-`` prefix."""
     known = {**VARIANTS, **EXTRA_VARIANTS}
-    chosen = [n.strip() for n in names.split(",") if n.strip()]
-    unknown = [n for n in chosen if n not in known]
-    if unknown or not chosen:
-        raise ValueError(f"--variants: unknown variant {', '.join(unknown) or '(none given)'}; "
-                         f"allowed: {', '.join(known)}")
-    return {n: known[n] for n in chosen}
+    if names is None:
+        selected = dict(VARIANTS)
+    else:
+        chosen = [n.strip() for n in names.split(",") if n.strip()]
+        unknown = [n for n in chosen if n not in known]
+        if unknown or not chosen:
+            raise ValueError(f"--variants: unknown variant "
+                             f"{', '.join(unknown) or '(none given)'}; allowed: {', '.join(known)}")
+        selected = {n: known[n] for n in chosen}
+    for method in extra:
+        name = method.name.removeprefix("autolrs-")
+        if name in selected or name in known:
+            raise ValueError(f"--autolrs: variant name {name!r} is already a variant; "
+                             "give the extra one another name")
+        selected[name] = dict(method.overrides)
+    return selected
 
 
 def variant_method(name: str, overrides: dict[str, Any], committed: dict[str, Any]) -> MethodSpec:

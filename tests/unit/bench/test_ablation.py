@@ -74,6 +74,28 @@ def test_the_cli_rejects_an_unknown_variant_in_one_line(capsys):
     assert err.startswith("bench: error: --variants: unknown variant nope") and "\n" not in err
 
 
+def test_extra_autolrs_variants_join_the_selection_under_their_own_name():
+    from bench.ablation import select_variants
+    from bench.methods import parse_autolrs_option
+
+    extra = [parse_autolrs_option("floor 80:min_trial_steps=80,kappa=3")]
+    chosen = select_variants("default", extra)
+    assert chosen == {"default": {}, "floor 80": {"min_trial_steps": 80, "kappa": 3}}
+    assert list(select_variants(None, extra)) == [*VARIANTS, "floor 80"]
+    import pytest
+    with pytest.raises(ValueError, match="^--autolrs: variant name 'paper' is already a variant"):
+        select_variants("default", [parse_autolrs_option("paper:kappa=3")])
+
+
+def test_the_cli_checks_an_extra_variant_before_running_anything(capsys):
+    from bench.__main__ import main
+
+    assert main(["ablation", "--variants", "default", "--autolrs", "x:no_such_field=1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("bench: error: unknown AutoLRS config field 'no_such_field'")
+    assert "\n" not in err
+
+
 def _result(variants: dict, seeds=(0, 1)) -> dict:
     rows = [{"seed": s, "steps_to_target": None, "min_val_loss": 1.0, "final_val_loss": 1.0,
              "trial_fraction": 0.2, "discarded_fraction": 0.1} for s in seeds]
