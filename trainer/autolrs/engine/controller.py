@@ -928,18 +928,16 @@ class StageController:
     def _training_loss_saturated(self) -> bool:
         """With ``saturation_validation``: the exploited trial was scored on the training
         loss and forecast it at zero (the forecast's floor). A training loss on its way to
-        zero is being memorised and no longer tells LRs apart (every forecast sits at the
-        floor, and the narrowest, usually the smallest LR's, wins); the validation loss
-        still does. Digits and MNIST-1D reach that floor after a few hundred steps."""
+        zero is being memorised and no longer tells LRs apart (forecasts at the floor
+        leave the ranking to the trials' last losses and noise, where a smaller LR's
+        immediate drop wins); the validation loss still does. Digits and MNIST-1D reach
+        that floor after a few hundred steps."""
         s = self.s
         if not self.cfg.saturation_validation or not s["has_val"] or s["val_mode"]:
             return False
-        exploit = s["exploit"]
-        if exploit["rank"] >= len(exploit["ranking"]):
-            return False  # the fallback LR: no trial behind it
-        chosen = s["observations"][exploit["ranking"][exploit["rank"]]]
-        return (chosen["source"] == "train" and chosen["score"] is not None
-                and chosen["score"] <= 0.0)
+        chosen = _exploited_trial(s)
+        return (chosen is not None and chosen["source"] == "train"
+                and chosen["score"] is not None and chosen["score"] <= 0.0)
 
     # ------------------------------------------------------------ end
 
@@ -1020,9 +1018,16 @@ def _relative_error(predicted: float | None, actual: float | None) -> float | No
     return (predicted - actual) / abs(actual)
 
 
-def _winner_field(state: dict[str, Any], field: str) -> float | None:
+def _exploited_trial(state: dict[str, Any]) -> dict[str, Any] | None:
+    """The observation whose LR the exploit runs (None for the fallback LR, which no trial
+    measured)."""
     exploit = state["exploit"]
     ranking = exploit["ranking"]
     if exploit["rank"] >= len(ranking):
         return None
-    return state["observations"][ranking[exploit["rank"]]][field]
+    return state["observations"][ranking[exploit["rank"]]]
+
+
+def _winner_field(state: dict[str, Any], field: str) -> float | None:
+    trial = _exploited_trial(state)
+    return None if trial is None else trial[field]
