@@ -39,7 +39,7 @@ test: $(STAMP) system-deps tools
 	$(PYTEST) -n $(UNIT_JOBS) tests/unit
 	$(PYTEST) tests/integration tests/e2e
 
-test-unit: $(STAMP)
+test-unit: $(STAMP) system-deps
 	$(PYTEST) -n $(UNIT_JOBS) tests/unit
 
 test-integration: $(STAMP) system-deps
