@@ -3,8 +3,6 @@ overhead, Redis writes; CUDA figures too where a GPU is present."""
 
 from __future__ import annotations
 
-import platform
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -14,6 +12,7 @@ import torch
 from autolrs.atomic import atomic_write_json
 
 from bench import cost_engine, cost_redis, cost_torch
+from bench.machine import machine_record
 from bench.runner import single_thread
 
 TARGETS = {"bo_decision_ms": 50.0, "snapshot_ratio": 2.0, "exploit_overhead_fraction": 0.01}
@@ -46,7 +45,7 @@ def run_cost(settings: CostSettings, devices: list[str] | None = None,
     cuda when available)."""
     single_thread()
     devices = devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
-    out: dict[str, Any] = {"schema": 1, "machine": _machine(), "targets": TARGETS}
+    out: dict[str, Any] = {"schema": 1, "machine": machine_record(), "targets": TARGETS}
     log("cost: BO decisions")
     out["bo"] = {preset: cost_engine.bo_decisions(preset, settings.bo_stages,
                                                         settings.bo_trials)
@@ -107,10 +106,3 @@ def write_cost(cost: dict[str, Any], out_dir: Path) -> None:
     """``cost.json`` in ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out_dir / "cost.json", cost)
-
-
-def _machine() -> dict[str, Any]:
-    return {"python": platform.python_version(), "torch": torch.__version__,
-            "platform": platform.platform(), "cpu_threads_used": 1,
-            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-            "measured_at": time.strftime("%Y-%m-%d %H:%M:%S %Z")}

@@ -16,6 +16,7 @@ from typing import Any, Callable, Sequence
 
 from autolrs.atomic import atomic_write_json
 
+from bench.machine import machine_record
 from bench.methods import MethodSpec, default_autolrs_methods, grid_methods, tuned_methods
 from bench.metrics import best_constant_lr, summarize
 from bench.runner import run_job
@@ -97,7 +98,7 @@ def build_result(spec: TaskSpec, runs: list[dict[str, Any]], seeds: Sequence[int
     settings = {k: v for k, v in asdict(spec).items() if k != "make_task"}
     runs = sorted(runs, key=lambda r: (r["method"], r["seed"]))
     return {"schema": SCHEMA_VERSION, "task": spec.name, "quick": is_quick,
-            "settings": settings, "seeds": list(seeds),
+            "settings": settings, "seeds": list(seeds), "machine": machine_record(),
             "best_constant_lr": best_constant_lr(runs), "summary": summarize(runs),
             "runs": runs}
 

@@ -8,6 +8,8 @@ from typing import Any
 
 from autolrs.atomic import atomic_write_bytes
 
+from bench.machine import describe
+
 TASK_ORDER = ("digits", "mnist1d", "charlm")
 
 
@@ -196,7 +198,8 @@ def render(results: dict[str, dict[str, Any]], cost: dict[str, Any] | None,
         parts.append("### Steps to the target validation loss\n\nTrial steps count: AutoLRS "
                      "is charged every optimizer step it takes. Mean ± std over "
                      f"{'/'.join(map(str, seeds))} seeds; ratio = mean / mean of the best tuned "
-                     "baseline in the same run.\n\n" + headline_table(results))
+                     "baseline in the same run." + _measured_on(results) + "\n\n"
+                     + headline_table(results))
     for task, result in results.items():
         s = result["settings"]
         parts.append(
@@ -208,9 +211,18 @@ def render(results: dict[str, dict[str, Any]], cost: dict[str, Any] | None,
             + task_table(result) + "\n\nAutoLRS stages (first seed):\n\n" + stage_table(result))
     if cost is not None:
         m = cost["machine"]
-        parts.append(f"### Cost of the machinery\n\nMeasured on {m['platform']}, torch "
-                     f"{m['torch']}, 1 CPU thread, {m['measured_at']}.\n\n" + cost_table(cost))
+        parts.append(f"### Cost of the machinery\n\nMeasured on {describe(m)}, 1 CPU thread, "
+                     f"{m['measured_at']}.\n\n" + cost_table(cost))
     return "\n\n".join(parts) + "\n"
+
+
+def _measured_on(results: dict[str, dict[str, Any]]) -> str:
+    """" Measured on ..." for the machines the quality files name (none: older files)."""
+    machines = sorted({describe(r["machine"]) for r in results.values() if r.get("machine")})
+    if not machines:
+        return ""
+    return (f" Measured on {'; '.join(machines)}: runs repeat bit for bit on one machine, "
+            "not across CPUs (see docs/bench.md, Reproduce).")
 
 
 def write_report(out_dir: Path, docs_path: Path | None = None, quick: bool = False) -> str:

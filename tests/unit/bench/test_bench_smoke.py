@@ -80,6 +80,9 @@ def test_report_and_figure_are_written(tiny_result, tmp_path):
     shutil.copy(out / "digits.json", tmp_path / "digits.json")
     text = write_report(tmp_path)
     assert "| digits | 60 |" in text and "autolrs-paper" in text
+    machine = result["machine"]
+    assert machine["cpu"] and machine["cpu_capability"]
+    assert f"Measured on {machine['platform']}, {machine['cpu']}, " in text
     # The default's last 12 steps (cooldown 0.2 of 60) drop its LR to a tenth, then
     # decay it to 0.
     (run,) = [r for r in result["runs"] if r["method"] == "autolrs-default"]
