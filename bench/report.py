@@ -129,7 +129,8 @@ def stage_table(result: dict[str, Any]) -> str:
 
 def _lr(stage: dict[str, Any]) -> str:
     """The stage's LR; a cooldown's as start -> LR of its first step (when it drops at
-    once) .. LR of its last step; a stage held without a search says so."""
+    once) .. LR of its last step; a stage held without a search says so, and where its
+    climbing loss halved the LR (``hold_backoff``)."""
     if stage.get("lr") is None:
         return "–"
     if stage.get("cooldown") and stage.get("end_lr") is not None:
@@ -137,7 +138,12 @@ def _lr(stage: dict[str, Any]) -> str:
         drop = f" -> {first:.3g}" if first is not None and first != stage["lr"] else ""
         return f"{stage['lr']:.3g}{drop} .. {stage['end_lr']:.2g} (cooldown)"
     if stage.get("no_search"):
-        return f"{stage['lr']:.3g} (held: {stage['no_search']})"
+        backoffs = stage.get("backoffs") or []
+        if not backoffs:
+            return f"{stage['lr']:.3g} (held: {stage['no_search']})"
+        steps = ", ".join(str(b["step"]) for b in backoffs)
+        return (f"{backoffs[0]['from_lr']:.3g} -> {stage['lr']:.3g} (held: "
+                f"{stage['no_search']}; loss climbing, LR halved at step {steps})")
     return f"{stage['lr']:.3g}"
 
 

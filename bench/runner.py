@@ -135,7 +135,7 @@ def _compact_stage(stage: dict[str, Any]) -> dict[str, Any]:
             "actual_loss", "val_loss", "forecast_error", "forecast_source", "search_steps",
             "kept_steps",
             "exploit_steps", "final", "incomplete", "cooldown", "first_lr", "end_lr",
-            "no_search", "rollbacks", "val_mode", "saturated",
+            "no_search", "rollbacks", "backoffs", "val_mode", "saturated",
             "trials_completed",
             "trials_early_stopped", "trials_diverged", "range_test")
     out = {k: stage[k] for k in keep if k in stage}

@@ -43,6 +43,7 @@ PRESET_VALUES: dict[str, dict[str, Any]] = {
         "hold_final_stage": False,
         "cooldown_shape": "linear",
         "saturation_validation": False,
+        "hold_backoff": False,
     },
     "default": {
         "kappa": 1.96,
@@ -65,6 +66,7 @@ PRESET_VALUES: dict[str, dict[str, Any]] = {
         "hold_final_stage": True,
         "cooldown_shape": "drop",
         "saturation_validation": True,
+        "hold_backoff": True,
     },
 }
 
@@ -103,6 +105,7 @@ CAMEL_NAMES: dict[str, str] = {
     "hold_final_stage": "holdFinalStage",
     "cooldown_shape": "cooldownShape",
     "saturation_validation": "saturationValidation",
+    "hold_backoff": "holdBackoff",
     "lr_scaling": "lrScaling",
     "reference_batch_size": "referenceBatchSize",
 }
@@ -152,6 +155,9 @@ class AutoLRSConfig:
     # Score trials on validation loss from the stage after one whose chosen training-loss
     # forecast was zero (the training loss is memorised: it no longer ranks LRs).
     saturation_validation: bool | None = None
+    # In a stage with no search (the held one), halve the LR whenever the training loss's
+    # block mean climbs clearly above its lowest (engine/backoff.py).
+    hold_backoff: bool | None = None
     # Distributed: rescale [min_lr, max_lr] with the global batch size.
     lr_scaling: str = "none"
     reference_batch_size: int | None = None

@@ -180,6 +180,9 @@ def _print_report(summary: dict[str, Any], history: list[dict[str, Any]], opts: 
         reached = "-" if h.get("actual_loss") is None else f"{h['actual_loss']:.4f}"
         note = "  cooldown" if h.get("cooldown") else (
             f"  no search: {h['no_search']}" if h.get("no_search") else "")
+        if h.get("backoffs"):
+            note += "; loss climbing, LR halved at step " + ", ".join(
+                str(b["step"]) for b in h["backoffs"])
         print(f"{h['stage']:>5}  {h['start_step']:>5}  {h['tau']:>7}  {len(h['trials']):>6}"
               f"  {h['lr']:>9.4g}  {forecast:>8}  {reached:>8}{note}")
     a, c = summary["autolrs"], summary["constant_lr"]

@@ -301,7 +301,8 @@ class AutoLRS:
                     self.metrics.on_forecast_error(event["forecast_error"])
             if kind in ("stage_end", "done"):
                 self._checkpoint_due = True
-            if kind in ("range_test", "trial_end", "decision", "rollback", "stage_end", "done"):
+            if kind in ("range_test", "trial_end", "decision", "rollback", "backoff", "stage_end",
+                        "done"):
                 decided = True
                 if self.store is not None and event["id"] not in self._logged_ids:
                     self.store.append_decision(event)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from autolrs.config import AutoLRSConfig
-from autolrs.engine import range_test
+from autolrs.engine import backoff, range_test
 from autolrs.engine.bo import SAME_LR_LOG10, LRSearch, Observation, SearchSpace
 from autolrs.engine.forecast import MIN_POINTS, Forecast, forecast_loss
 
@@ -435,6 +435,9 @@ class StageController:
         s["exploit"] = {"lr": lr, "rank": 0, "ranking": [], "remaining": remaining, "done": 0,
                         "predicted": None, "source": "train", "tail": [], "val_loss": None,
                         "search_steps": 0, "cooldown_lr": lr if cooldown else None}
+        if self.cfg.hold_backoff and not cooldown:
+            s["exploit"]["monitor"] = backoff.new_monitor()
+            s["stage_record"]["backoffs"] = []
         s["lr"] = lr
         if cooldown:
             s["lr"] = _cooldown_lr(self.cfg.cooldown_shape, lr, remaining, remaining)
@@ -811,6 +814,8 @@ class StageController:
             s["lr"] = _cooldown_lr(self.cfg.cooldown_shape, exploit["cooldown_lr"], left,
                                    exploit["remaining"])
             return []
+        if self._climbing(exploit, loss):
+            return self._back_off(loss)
         if self._stalled(exploit):
             return self._rollback(loss, reason="stalled")
         if exploit["done"] < exploit["remaining"]:
@@ -847,6 +852,33 @@ class StageController:
             return False  # a plateau stage (or losses near zero): nothing much was promised
         return reference - _mean(finite) < STALL_FRACTION * expected_drop
 
+    def _climbing(self, exploit: dict[str, Any], loss: float) -> bool:
+        """With ``hold_backoff``, in a stage with no search: the training loss's latest
+        block mean climbed clearly above its lowest (``backoff.observe``), and the LR can
+        still be lowered."""
+        monitor = exploit.get("monitor")
+        if monitor is None:
+            return False
+        scale = 0.05 * abs(self.s["first_loss"] or 0.0)
+        return backoff.observe(monitor, loss, scale) and exploit["lr"] > self.cfg.min_lr
+
+    def _back_off(self, loss: float) -> list[Action]:
+        """Lower the held LR by ``backoff.FACTOR`` (not below min_lr) and keep training from
+        where it is: the steps since the hold began are not all lost, as a rollback to the
+        stage snapshot would make them."""
+        s = self.s
+        exploit = s["exploit"]
+        lr = max(exploit["lr"] * backoff.FACTOR, self.cfg.min_lr)
+        s["stage_record"]["backoffs"].append(
+            {"step": s["steps"], "from_lr": exploit["lr"], "lr": lr,
+             "loss": _finite_or_none(loss), "best_block_loss": exploit["monitor"]["best"]})
+        self.events.append({"type": "backoff", "stage": s["stage"], "step": s["steps"],
+                            "from_lr": exploit["lr"], "lr": lr})
+        exploit["lr"] = lr
+        exploit["monitor"] = backoff.new_monitor()
+        s["lr"] = lr
+        return [set_lr(lr)]
+
     def _rollback(self, loss: float, reason: str = "diverged") -> list[Action]:
         """Exploit diverged (or stalled): back to the stage snapshot, continue with the
         next-best LR."""
@@ -861,6 +893,8 @@ class StageController:
         record = s["stage_record"]
         if record["trial_steps"] == 0:  # final exploit without search: halve the LR
             exploit.update(lr=exploit["lr"] / 2, done=0, tail=[])
+            if "monitor" in exploit:  # the restored model's loss starts over
+                exploit["monitor"] = backoff.new_monitor()
             cooldown = exploit.get("cooldown_lr") is not None
             if cooldown:
                 exploit["cooldown_lr"] = exploit["lr"]
