@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from autolrs.atomic import atomic_write_bytes
+from autolrs.engine import backoff
 
 from bench.machine import describe
 
@@ -141,9 +142,8 @@ def _lr(stage: dict[str, Any]) -> str:
         backoffs = stage.get("backoffs") or []
         if not backoffs:
             return f"{stage['lr']:.3g} (held: {stage['no_search']})"
-        steps = ", ".join(str(b["step"]) for b in backoffs)
         return (f"{backoffs[0]['from_lr']:.3g} -> {stage['lr']:.3g} (held: "
-                f"{stage['no_search']}; loss climbing, LR halved at step {steps})")
+                f"{stage['no_search']}; {backoff.describe(backoffs)})")
     return f"{stage['lr']:.3g}"
 
 

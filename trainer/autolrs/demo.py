@@ -21,6 +21,7 @@ import torch
 
 from autolrs.atomic import atomic_write_bytes, atomic_write_json
 from autolrs.config import AutoLRSConfig
+from autolrs.engine import backoff
 from autolrs.plot import plot_schedule
 from autolrs.scheduler import AutoLRS
 from autolrs.stores.file import FileStore
@@ -181,8 +182,7 @@ def _print_report(summary: dict[str, Any], history: list[dict[str, Any]], opts: 
         note = "  cooldown" if h.get("cooldown") else (
             f"  no search: {h['no_search']}" if h.get("no_search") else "")
         if h.get("backoffs"):
-            note += "; loss climbing, LR halved at step " + ", ".join(
-                str(b["step"]) for b in h["backoffs"])
+            note += "; " + backoff.describe(h["backoffs"])
         print(f"{h['stage']:>5}  {h['start_step']:>5}  {h['tau']:>7}  {len(h['trials']):>6}"
               f"  {h['lr']:>9.4g}  {forecast:>8}  {reached:>8}{note}")
     a, c = summary["autolrs"], summary["constant_lr"]

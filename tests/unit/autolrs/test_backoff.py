@@ -149,3 +149,9 @@ def test_hold_backoff_is_a_preset_field():
     assert parsed.resolved().hold_backoff is True
     with pytest.raises(ValueError, match="^hold_backoff must be true or false, got 1$"):
         AutoLRSConfig(**base, hold_backoff=1)
+
+
+def test_describe_names_every_halving_step():
+    halvings = [{"step": 1950, "from_lr": 0.03, "lr": 0.015},
+                {"step": 2200, "from_lr": 0.015, "lr": 0.0075}]
+    assert backoff.describe(halvings) == "loss climbing, LR halved at step 1950, 2200"

@@ -55,3 +55,8 @@ def observe(monitor: dict[str, Any], loss: float, scale: float) -> bool:
                  RISE_FRACTION * max(abs(best), scale))
     monitor["above"] = monitor["above"] + 1 if mean - best > margin else 0
     return monitor["above"] >= PERSIST
+
+
+def describe(backoffs: list[dict[str, Any]]) -> str:
+    """One line for a stage's halvings, for reports: where each happened."""
+    return "loss climbing, LR halved at step " + ", ".join(str(b["step"]) for b in backoffs)

@@ -864,8 +864,8 @@ class StageController:
 
     def _back_off(self, loss: float) -> list[Action]:
         """Lower the held LR by ``backoff.FACTOR`` (not below min_lr) and keep training from
-        where it is: the steps since the hold began are not all lost, as a rollback to the
-        stage snapshot would make them."""
+        where it is: a rollback to the stage snapshot would throw away every step since
+        the hold began."""
         s = self.s
         exploit = s["exploit"]
         lr = max(exploit["lr"] * backoff.FACTOR, self.cfg.min_lr)
