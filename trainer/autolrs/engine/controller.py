@@ -27,6 +27,7 @@ MIN_FINAL_TRIAL_STEPS = MIN_POINTS * 2
 CONVERGED_LOG10 = 0.1     # decades: a lower-bound optimum this close to a tried LR is known
 STALL_MIN_DROP = 0.2      # stall check only when the trial promised at least this relative drop
 STALL_FRACTION = 0.1      # ... and half the exploit delivered less than this part of it
+LOSS_FLOOR_FRACTION = 0.05  # of the first loss: the least level a relative change is of
 EARLY_STOP_AT = 1 / 2     # fraction of a trial after which a hopeless one is stopped
 EARLY_STOP_MIN_STEPS = 2 * MIN_POINTS  # no early stop when the check point comes sooner
 BRACKET_LOG10 = 0.5       # decades: a worse trial this close on each side brackets the best
@@ -847,8 +848,7 @@ class StageController:
         if reference is None or promised is None or not finite:
             return False
         expected_drop = reference - promised
-        first = abs(self.s["first_loss"] or 0.0)
-        if expected_drop < STALL_MIN_DROP * max(abs(reference), 0.05 * first):
+        if expected_drop < STALL_MIN_DROP * max(abs(reference), self._loss_floor()):
             return False  # a plateau stage (or losses near zero): nothing much was promised
         return reference - _mean(finite) < STALL_FRACTION * expected_drop
 
@@ -859,8 +859,14 @@ class StageController:
         monitor = exploit.get("monitor")
         if monitor is None:
             return False
-        scale = 0.05 * abs(self.s["first_loss"] or 0.0)
-        return backoff.observe(monitor, loss, scale) and exploit["lr"] > self.cfg.min_lr
+        return (backoff.observe(monitor, loss, self._loss_floor())
+                and exploit["lr"] > self.cfg.min_lr)
+
+    def _loss_floor(self) -> float:
+        """The loss level relative changes are measured against at the least: a twentieth
+        of the run's first loss (a memorised training set's near-zero loss moves by noise
+        alone)."""
+        return LOSS_FLOOR_FRACTION * abs(self.s["first_loss"] or 0.0)
 
     def _back_off(self, loss: float) -> list[Action]:
         """Lower the held LR by ``backoff.FACTOR`` (not below min_lr) and keep training from
