@@ -38,6 +38,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "linear cooldown (not drop)": {"cooldown_shape": "linear"},
     "no saturation switch": {"saturation_validation": False},
     "no held-LR backoff": {"hold_backoff": False},
+    "no floor ties": {"floor_ties": False},
 }
 
 # Selectable with --variants but not part of the ablation: the reference, for a many-seed
@@ -48,15 +49,18 @@ EXTRA_VARIANTS: dict[str, dict[str, Any]] = {
     # trials scored on validation loss from the first stage (and no hold, linear cooldown):
     "previous default": {"range_test": False, "early_validation": True,
                          "hold_final_stage": False, "cooldown_shape": "linear",
-                         "saturation_validation": False, "hold_backoff": False},
+                         "saturation_validation": False, "hold_backoff": False,
+                         "floor_ties": False},
     # Before the last stage's hold and the cooldown's drop:
     "default before the hold and the drop": {"hold_final_stage": False,
                                              "cooldown_shape": "linear",
                                              "saturation_validation": False,
-                                             "hold_backoff": False},
+                                             "hold_backoff": False, "floor_ties": False},
     # Before validation scoring once the training loss is forecast at zero:
     "default before the saturation switch": {"saturation_validation": False,
-                                             "hold_backoff": False},
+                                             "hold_backoff": False, "floor_ties": False},
+    # Before the held-LR backoff and the floor ties:
+    "default before the backoff": {"hold_backoff": False, "floor_ties": False},
     # Not AutoLRS: each task's best tuned baseline of the committed run (its kind and LR),
     # so a many-seed comparison shows how often the target's own source reaches it.
     BEST_BASELINE: BEST_BASELINE_MARKER,

@@ -44,6 +44,7 @@ PRESET_VALUES: dict[str, dict[str, Any]] = {
         "cooldown_shape": "linear",
         "saturation_validation": False,
         "hold_backoff": False,
+        "floor_ties": False,
     },
     "default": {
         "kappa": 1.96,
@@ -67,6 +68,7 @@ PRESET_VALUES: dict[str, dict[str, Any]] = {
         "cooldown_shape": "drop",
         "saturation_validation": True,
         "hold_backoff": True,
+        "floor_ties": True,
     },
 }
 
@@ -106,6 +108,7 @@ CAMEL_NAMES: dict[str, str] = {
     "cooldown_shape": "cooldownShape",
     "saturation_validation": "saturationValidation",
     "hold_backoff": "holdBackoff",
+    "floor_ties": "floorTies",
     "lr_scaling": "lrScaling",
     "reference_batch_size": "referenceBatchSize",
 }
@@ -158,6 +161,9 @@ class AutoLRSConfig:
     # In a stage with no search (the held one), halve the LR whenever the training loss's
     # block mean climbs clearly above its lowest (engine/backoff.py).
     hold_backoff: bool | None = None
+    # Risk-averse selection among trials whose forecast sits at the floor of zero: tied,
+    # they take the best one's place, smallest LR first (engine/controller.py).
+    floor_ties: bool | None = None
     # Distributed: rescale [min_lr, max_lr] with the global batch size.
     lr_scaling: str = "none"
     reference_batch_size: int | None = None

@@ -76,9 +76,11 @@ def test_cooldown_shape_is_checked_and_preset():
 def test_the_last_stage_fills_the_search_budget():
     """Stage 1 is fitted to the 135 steps left as if it needed all k=5 trials (tau 96); it
     needs 3. Before, its exploit ended at step 256 and a 19-step stage followed; now the
-    exploit runs to the budget's end, and the stage ends complete, its forecast checked."""
+    exploit runs to the budget's end, and the stage ends complete, its forecast checked.
+    (Floor ties would pick stage 0's fourth trial, whose exploit runs 10 steps longer than
+    the last one's: they are off, to keep the 135 steps this test is about.)"""
     cfg = make_config(max_steps=275, cooldown=0.0, tau=100, tau_max=100, trials_per_stage=5,
-                      min_trial_steps=1, range_test=False)
+                      min_trial_steps=1, range_test=False, floor_ties=False)
     ctrl, lrs = _lrs(cfg)
     assert len(lrs) == 275
     first, last = ctrl.history

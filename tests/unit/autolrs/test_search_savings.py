@@ -264,3 +264,70 @@ def test_a_search_whose_best_forecast_is_at_the_zero_floor_stops(monkeypatch):
     search = ctrl._search()
     monkeypatch.setattr(search, "lower_bound", lambda *a, **k: (-0.5, 0.02))
     assert ctrl._keep_searching() is True
+
+
+def test_trials_forecast_at_the_zero_floor_are_tied_and_the_smallest_lr_wins():
+    # Digits' first stage: training-loss forecasts clipped to 0, their stds half the
+    # tails' heights, so score + std favoured the largest LR that memorised fastest.
+    ctrl = _stage_with([
+        {"lr": 0.03, "score": 0.0, "std": 0.004, "outcome": "completed"},
+        {"lr": 0.1, "score": 0.05, "std": 0.01, "outcome": "completed"},
+        {"lr": 0.006, "score": 0.0, "std": 0.010, "outcome": "completed"},
+        {"lr": 0.05, "score": 0.0, "std": 0.002, "outcome": "completed"},
+    ])
+    assert ctrl._ranking() == [2, 0, 3, 1]
+    assert ctrl._best_observation()["lr"] == 0.006
+
+
+def test_the_floored_group_keeps_the_place_of_its_best_member():
+    # A sound forecast that beats every floored trial's score + std stays ahead of them.
+    ctrl = _stage_with([
+        {"lr": 0.03, "score": 0.0, "std": 0.020, "outcome": "completed"},
+        {"lr": 0.02, "score": 0.005, "std": 0.001, "outcome": "completed"},
+        {"lr": 0.01, "score": 0.0, "std": 0.030, "outcome": "completed"},
+        {"lr": 0.3, "score": 0.0, "std": 0.040, "outcome": "early_stopped"},
+    ])
+    assert ctrl._ranking() == [1, 2, 0, 3]
+
+
+def test_one_floored_trial_or_a_loss_below_zero_keeps_score_plus_std():
+    ctrl = _stage_with([
+        {"lr": 0.01, "score": 0.0, "std": 0.03, "outcome": "completed"},
+        {"lr": 0.03, "score": 0.01, "std": 0.001, "outcome": "completed"},
+    ])
+    assert ctrl._ranking() == [1, 0]
+    # A loss that goes below zero has no floor at 0: a forecast of 0 is an ordinary value.
+    ctrl = _stage_with([
+        {"lr": 0.01, "score": 0.0, "std": 0.03, "outcome": "completed"},
+        {"lr": 0.03, "score": 0.0, "std": 0.001, "outcome": "completed"},
+        {"lr": 0.1, "score": -0.5, "std": 0.6, "outcome": "completed"},
+    ])
+    assert ctrl._ranking() == [1, 0, 2]
+
+
+def test_the_paper_preset_breaks_floor_ties_by_trial_order():
+    ctrl = _stage_with([
+        {"lr": 0.03, "score": 0.0, "std": 0.004, "outcome": "completed"},
+        {"lr": 0.006, "score": 0.0, "std": 0.010, "outcome": "completed"},
+    ], preset="paper")
+    assert ctrl._ranking() == [0, 1]
+
+
+def test_floor_ties_off_ranks_floored_trials_by_score_plus_std():
+    ctrl = _stage_with([
+        {"lr": 0.03, "score": 0.0, "std": 0.004, "outcome": "completed"},
+        {"lr": 0.006, "score": 0.0, "std": 0.010, "outcome": "completed"},
+        {"lr": 0.05, "score": 0.0, "std": 0.002, "outcome": "completed"},
+    ], floor_ties=False)
+    assert ctrl._ranking() == [2, 0, 1]
+    assert ctrl._best_observation()["lr"] == 0.05
+
+
+def test_floor_ties_is_a_preset_field():
+    base = dict(min_lr=1e-3, max_lr=1.0, max_steps=100)
+    assert AutoLRSConfig(**base).resolved().floor_ties is True
+    assert AutoLRSConfig(**base, preset="paper").resolved().floor_ties is False
+    parsed = AutoLRSConfig.from_dict({"minLR": 1e-3, "maxLR": 1.0, "floorTies": False})
+    assert parsed.resolved().floor_ties is False
+    with pytest.raises(ValueError, match="^floor_ties must be true or false, got 'yes'$"):
+        AutoLRSConfig(**base, floor_ties="yes")

@@ -586,9 +586,10 @@ class StageController:
         return best["score"] + max(partial - best["partial_forecast"], 0.0)
 
     def _best_observation(self) -> dict[str, Any] | None:
-        scored = [o for o in self.s["observations"]
-                  if o["score"] is not None and o["outcome"] == "completed"]
-        return min(scored, key=self._selection_score) if scored else None
+        obs = self.s["observations"]
+        keys = self._selection_keys()
+        scored = [i for i in keys if obs[i]["outcome"] == "completed"]
+        return obs[min(scored, key=lambda i: (keys[i], i))] if scored else None
 
     def _forecast_source(self) -> str:
         if not self.s["val_mode"]:
@@ -733,13 +734,33 @@ class StageController:
     # ------------------------------------------------------------ exploit
 
     def _ranking(self) -> list[int]:
-        """Indices of the stage's trials with a score, best first. Risk-averse selection
-        ranks by ``score + std`` so a shaky extrapolation does not beat a sound one."""
+        """Indices of the stage's trials with a score, best first (see
+        ``_selection_keys``)."""
         obs = self.s["observations"]
-        scored = [i for i, o in enumerate(obs) if o["score"] is not None]
+        keys = self._selection_keys()
         # A trial stopped early was judged worse than a completed one: never ahead of it.
-        return sorted(scored, key=lambda i: (obs[i]["outcome"] != "completed",
-                                             self._selection_score(obs[i]), i))
+        return sorted(keys, key=lambda i: (obs[i]["outcome"] != "completed", keys[i], i))
+
+    def _selection_keys(self) -> dict[int, tuple[float, float]]:
+        """Each scored trial's sort key, smaller is better. Risk-averse selection ranks by
+        ``score + std`` so a shaky extrapolation does not beat a sound one; trials whose
+        forecast sits at the floor of zero take the place of the best of them, smallest
+        LR first."""
+        obs = self.s["observations"]
+        keys = {i: (self._selection_score(o), 0.0) for i, o in enumerate(obs)
+                if o["score"] is not None}
+        non_negative = all(obs[i]["score"] >= 0.0 for i in keys)
+        if self.cfg.floor_ties and non_negative:
+            # Forecasts clipped to a non-negative loss's floor say only "this reaches zero";
+            # their std then measures the tail's height, which favours the largest LR. Tied
+            # at the floor, the smallest LR is the safer one (and, on a memorised training
+            # set, the one that generalises: digits' best constant LR is its smallest).
+            floored = [i for i in keys if obs[i]["outcome"] == "completed"
+                       and obs[i]["score"] == 0.0]
+            if len(floored) > 1:
+                tied = min(keys[i][0] for i in floored)
+                keys.update({i: (tied, obs[i]["lr"]) for i in floored})
+        return keys
 
     def _selection_score(self, observation: dict[str, Any]) -> float:
         if self.cfg.risk_averse:
