@@ -105,8 +105,13 @@ def run_ablation(tasks: Sequence[str], seeds: Sequence[int], results: Path, jobs
                  log: Callable[[str], None] = print,
                  variants: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """Run every variant on every task and seed; summarise against each task's target."""
+    from bench.machine import machine_record
+
     variants = dict(VARIANTS) if variants is None else variants
-    out: dict[str, Any] = {"variants": variants, "seeds": list(seeds), "tasks": {}}
+    machine = machine_record()
+    # Per variant: a merged file keeps rows of earlier runs, perhaps from another CPU.
+    out: dict[str, Any] = {"variants": variants, "seeds": list(seeds), "tasks": {},
+                           "machines": {name: machine for name in variants}}
     with cf.ProcessPoolExecutor(jobs) as pool:
         for task in tasks:
             committed = json.loads((results / f"{task}.json").read_text())["summary"]
@@ -154,7 +159,9 @@ def merge_ablation(previous: dict[str, Any], result: dict[str, Any]) -> dict[str
     check_mergeable(previous, result["seeds"], list(result["tasks"]))
     kept = {name: overrides for name, overrides in previous["variants"].items()
             if name not in result["variants"]}
-    merged = {"variants": {**kept, **result["variants"]}, "seeds": result["seeds"], "tasks": {}}
+    merged = {"variants": {**kept, **result["variants"]}, "seeds": result["seeds"], "tasks": {},
+              "machines": {**{n: m for n, m in previous.get("machines", {}).items()
+                              if n in kept}, **result.get("machines", {})}}
     for task, data in result["tasks"].items():
         old = previous["tasks"][task]["variants"]
         merged["tasks"][task] = {**data, "variants": {**{n: old[n] for n in kept},
@@ -187,7 +194,23 @@ def ablation_table(result: dict[str, Any]) -> str:
                          f"{lowest_text} | {statistics.mean(finals):.4f} ± {spread:.4f} | "
                          f"{statistics.mean(share):.0%} / {statistics.mean(discarded):.0%} "
                          f"({max(share):.0%} / {max(discarded):.0%}) |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + machines_note(result)
+
+
+def machines_note(result: dict[str, Any]) -> str:
+    """Which machine ran which variants (rows compare bit for bit only within one machine);
+    files from before the record name none."""
+    from bench.machine import describe
+
+    machines = result.get("machines") or {}
+    if not machines:
+        return ""
+    groups: dict[str, list[str]] = {}
+    for name in result.get("variants", machines):
+        machine = machines.get(name)
+        groups.setdefault(describe(machine) if machine else "not recorded", []).append(name)
+    return "\n" + "".join(f"Measured on {where}: {', '.join(names)}.\n"
+                          for where, names in groups.items())
 
 
 def write_ablation(result: dict[str, Any], out: Path) -> None:

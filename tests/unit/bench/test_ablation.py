@@ -136,3 +136,25 @@ def test_merge_refuses_other_seeds_or_tasks_in_one_line(tmp_path, capsys):
     assert main(["ablation", "--variants", "default", "--out", str(tmp_path / "none"),
                  "--merge"]) == 2
     assert "--merge: no " in capsys.readouterr().err
+
+
+def test_merge_keeps_each_variants_machine_and_the_table_names_them():
+    from bench.ablation import ablation_table, merge_ablation
+
+    old = {"platform": "Linux-a", "cpu": "Intel Xeon", "cpu_capability": "AVX2",
+           "torch": "2.13.0"}
+    new = {"platform": "Linux-b", "cpu": "AMD EPYC", "cpu_capability": "AVX512",
+           "torch": "2.13.0"}
+    previous = dict(_result({"default": "-old", "paper": "-old"}),
+                    machines={"default": old, "paper": old})
+    merged = merge_ablation(previous, dict(_result({"default": "-new"}),
+                                           machines={"default": new}))
+    assert merged["machines"] == {"paper": old, "default": new}
+    lines = ablation_table(merged).splitlines()
+    assert lines[-2:] == ["Measured on Linux-a, Intel Xeon, AVX2 kernels, torch 2.13.0: paper.",
+                          "Measured on Linux-b, AMD EPYC, AVX512 kernels, torch 2.13.0: "
+                          "default."]
+    # Files from before the record: no machine line, and a merge into them records none.
+    assert "Measured on" not in ablation_table(_result({"default": ""}))
+    unrecorded = merge_ablation(_result({"paper": ""}), _result({"default": ""}))
+    assert unrecorded["machines"] == {}
