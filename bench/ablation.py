@@ -9,6 +9,7 @@ import statistics
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from bench.machine import describe, machine_record
 from bench.methods import MethodSpec, autolrs_method
 from bench.metrics import min_value, steps_to_target
 from bench.runner import run_job
@@ -105,8 +106,6 @@ def run_ablation(tasks: Sequence[str], seeds: Sequence[int], results: Path, jobs
                  log: Callable[[str], None] = print,
                  variants: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """Run every variant on every task and seed; summarise against each task's target."""
-    from bench.machine import machine_record
-
     variants = dict(VARIANTS) if variants is None else variants
     machine = machine_record()
     # Per variant: a merged file keeps rows of earlier runs, perhaps from another CPU.
@@ -200,8 +199,6 @@ def ablation_table(result: dict[str, Any]) -> str:
 def machines_note(result: dict[str, Any]) -> str:
     """Which machine ran which variants (rows compare bit for bit only within one machine);
     files from before the record name none."""
-    from bench.machine import describe
-
     machines = result.get("machines") or {}
     if not machines:
         return ""

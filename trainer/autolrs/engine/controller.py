@@ -586,10 +586,10 @@ class StageController:
         return best["score"] + max(partial - best["partial_forecast"], 0.0)
 
     def _best_observation(self) -> dict[str, Any] | None:
-        obs = self.s["observations"]
-        keys = self._selection_keys()
-        scored = [i for i in keys if obs[i]["outcome"] == "completed"]
-        return obs[min(scored, key=lambda i: (keys[i], i))] if scored else None
+        """The best completed trial: the head of ``_ranking``, which puts completed first."""
+        ranking = self._ranking()
+        best = self.s["observations"][ranking[0]] if ranking else None
+        return best if best is not None and best["outcome"] == "completed" else None
 
     def _forecast_source(self) -> str:
         if not self.s["val_mode"]:
