@@ -161,8 +161,9 @@ class AutoLRSConfig:
     # In a stage with no search (the held one), halve the LR whenever the training loss's
     # block mean climbs clearly above its lowest (engine/backoff.py).
     hold_backoff: bool | None = None
-    # Risk-averse selection among trials whose forecast sits at the floor of zero: tied,
-    # they take the best one's place, smallest LR first (engine/controller.py).
+    # Selection among trials whose forecast sits at the floor of zero, with or without
+    # risk_averse: tied, they take the best one's place, smallest LR first
+    # (engine/controller.py).
     floor_ties: bool | None = None
     # Distributed: rescale [min_lr, max_lr] with the global batch size.
     lr_scaling: str = "none"
