@@ -33,6 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="an extra AutoLRS method with AutoLRSConfig overrides, e.g. "
                              "'no-keep:keep_best_trial=false' (repeatable); with ablation, an "
                              "extra variant beside those --variants selects")
+    parser.add_argument("--baseline", action="append", default=[], metavar="NAME:KIND@LR",
+                        help="ablation: an extra variant running a baseline schedule (constant, "
+                             "cosine, onecycle, step) at LR, e.g. 'const 0.002:constant@0.002' "
+                             "(repeatable)")
     parser.add_argument("--no-presets", action="store_true",
                         help="skip the autolrs-paper and autolrs-default methods")
     parser.add_argument("--variants", default=None, metavar="NAME,...",
@@ -55,10 +59,14 @@ def log(text: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point."""
     args = build_parser().parse_args(argv)
-    from bench.methods import default_autolrs_methods, parse_autolrs_option
+    from bench.methods import default_autolrs_methods, parse_autolrs_option, parse_baseline_option
 
     try:
         extra = [parse_autolrs_option(text) for text in args.autolrs]
+        baselines = [parse_baseline_option(text) for text in args.baseline]
+        if baselines and args.command != "ablation":
+            raise ValueError("--baseline adds an ablation variant: use it with the ablation "
+                             "command (quality already runs every baseline)")
     except ValueError as exc:
         print(f"bench: error: {exc}", file=sys.stderr)
         return 2
@@ -78,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
 
         previous_path = out / "ablation.json"
         try:
-            variants = select_variants(args.variants, extra)
+            variants = select_variants(args.variants, extra, baselines)
             previous = None
             if args.merge:
                 if not previous_path.exists():

@@ -68,11 +68,13 @@ EXTRA_VARIANTS: dict[str, dict[str, Any]] = {
 }
 
 
-def select_variants(names: str | None, extra: Sequence[MethodSpec] = ()
+def select_variants(names: str | None, extra: Sequence[MethodSpec] = (),
+                    baselines: Sequence[tuple[str, dict[str, Any]]] = ()
                     ) -> dict[str, dict[str, Any]]:
     """The variants named in a comma-separated list (None: every ablation variant), then
     ``extra``: AutoLRS methods with any overrides (``--autolrs NAME:field=value``), named
-    without their ``autolrs-`` prefix."""
+    without their ``autolrs-`` prefix, then ``baselines``: (name, marker) pairs of
+    ``--baseline NAME:KIND@LR``."""
     known = {**VARIANTS, **EXTRA_VARIANTS}
     if names is None:
         selected = dict(VARIANTS)
@@ -89,12 +91,20 @@ def select_variants(names: str | None, extra: Sequence[MethodSpec] = ()
             raise ValueError(f"--autolrs: variant name {name!r} is already a variant; "
                              "give the extra one another name")
         selected[name] = dict(method.overrides)
+    for name, marker in baselines:
+        if name in selected or name in known:
+            raise ValueError(f"--baseline: variant name {name!r} is already a variant; "
+                             "give the extra one another name")
+        selected[name] = dict(marker)
     return selected
 
 
 def variant_method(name: str, overrides: dict[str, Any], committed: dict[str, Any]) -> MethodSpec:
-    """The method a variant runs on a task: AutoLRS with ``overrides``, or (for
-    BEST_BASELINE_MARKER) the committed run's best tuned baseline, read from its summary."""
+    """The method a variant runs on a task: AutoLRS with ``overrides``, (for
+    BEST_BASELINE_MARKER) the committed run's best tuned baseline, read from its summary,
+    or a ``--baseline`` marker's schedule at its LR."""
+    if "baseline" in overrides and overrides != BEST_BASELINE_MARKER:
+        return MethodSpec(overrides["baseline"], name, lr=overrides["lr"])
     if overrides != BEST_BASELINE_MARKER:
         return autolrs_method(name, overrides)
     best = committed["best_baseline"]

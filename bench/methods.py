@@ -7,6 +7,7 @@ list of ``MethodSpec("autolrs", name, overrides={...})``.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -87,6 +88,26 @@ def parse_autolrs_option(text: str) -> MethodSpec:
         except json.JSONDecodeError:
             overrides[key.strip()] = raw
     return autolrs_method(name, overrides)
+
+
+def parse_baseline_option(text: str) -> tuple[str, dict[str, Any]]:
+    """``NAME:KIND@LR`` -> (name, ``{"baseline": kind, "lr": lr}``): a baseline schedule at
+    a chosen LR, run as an ablation variant against the committed targets (can any LR of
+    that schedule reach a target on every seed?). Example: ``const 0.002:constant@0.002``."""
+    name, _, rest = text.partition(":")
+    kind, at, raw = rest.partition("@")
+    if not name.strip() or not at:
+        raise ValueError(f"--baseline needs NAME:KIND@LR, got {text!r}")
+    if kind not in BASELINE_KINDS:
+        raise ValueError(f"--baseline {text!r}: kind must be one of "
+                         f"{', '.join(BASELINE_KINDS)}, got {kind!r}")
+    try:
+        lr = float(raw)
+    except ValueError:
+        lr = math.nan
+    if not (math.isfinite(lr) and lr > 0):
+        raise ValueError(f"--baseline {text!r}: LR must be a positive number, got {raw!r}")
+    return name.strip(), {"baseline": kind, "lr": lr}
 
 
 def make_baseline_scheduler(kind: str, optimizer: torch.optim.Optimizer, lr: float,

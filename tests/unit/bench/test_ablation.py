@@ -158,3 +158,40 @@ def test_merge_keeps_each_variants_machine_and_the_table_names_them():
     assert "Measured on" not in ablation_table(_result({"default": ""}))
     unrecorded = merge_ablation(_result({"paper": ""}), _result({"default": ""}))
     assert unrecorded["machines"] == {}
+
+
+def test_baseline_variants_run_a_schedule_at_the_given_lr():
+    from bench.ablation import select_variants, variant_method
+    from bench.methods import parse_baseline_option
+
+    option = parse_baseline_option("const 0.002:constant@0.002")
+    assert option == ("const 0.002", {"baseline": "constant", "lr": 0.002})
+    chosen = select_variants("default", baselines=[option])
+    assert chosen == {"default": {}, "const 0.002": {"baseline": "constant", "lr": 0.002}}
+    method = variant_method("const 0.002", chosen["const 0.002"], {"best_baseline": "cosine"})
+    assert (method.kind, method.name, method.lr) == ("constant", "const 0.002", 0.002)
+    import pytest
+    with pytest.raises(ValueError, match="^--baseline: variant name 'paper' is already a variant"):
+        select_variants("default", baselines=[parse_baseline_option("paper:step@0.1")])
+
+
+def test_baseline_option_errors_name_what_is_allowed():
+    import pytest
+    from bench.methods import parse_baseline_option
+
+    with pytest.raises(ValueError, match=r"^--baseline needs NAME:KIND@LR, got 'constant'$"):
+        parse_baseline_option("constant")
+    with pytest.raises(ValueError, match="kind must be one of constant, cosine, onecycle, step, "
+                                         "got 'linear'"):
+        parse_baseline_option("x:linear@0.1")
+    for bad in ("x:step@fast", "x:step@-1", "x:step@nan"):
+        with pytest.raises(ValueError, match="LR must be a positive number"):
+            parse_baseline_option(bad)
+
+
+def test_the_cli_refuses_a_baseline_variant_outside_the_ablation(capsys):
+    from bench.__main__ import main
+
+    assert main(["quality", "--baseline", "c:constant@0.01"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("bench: error: --baseline adds an ablation variant") and "\n" not in err
