@@ -103,13 +103,13 @@ def variant_method(name: str, overrides: dict[str, Any], committed: dict[str, An
     """The method a variant runs on a task: AutoLRS with ``overrides``, (for
     BEST_BASELINE_MARKER) the committed run's best tuned baseline, read from its summary,
     or a ``--baseline`` marker's schedule at its LR."""
-    if "baseline" in overrides and overrides != BEST_BASELINE_MARKER:
+    if overrides == BEST_BASELINE_MARKER:
+        best = committed["best_baseline"]
+        figures = committed["methods"][best]
+        return MethodSpec(figures["kind"], best, lr=figures["lr"])
+    if "baseline" in overrides:
         return MethodSpec(overrides["baseline"], name, lr=overrides["lr"])
-    if overrides != BEST_BASELINE_MARKER:
-        return autolrs_method(name, overrides)
-    best = committed["best_baseline"]
-    figures = committed["methods"][best]
-    return MethodSpec(figures["kind"], best, lr=figures["lr"])
+    return autolrs_method(name, overrides)
 
 
 def run_ablation(tasks: Sequence[str], seeds: Sequence[int], results: Path, jobs: int = 2,
