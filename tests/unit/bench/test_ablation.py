@@ -1,5 +1,7 @@
 """The ablation summary: steps to target and the markdown table, from synthetic records."""
 
+import json
+
 from bench.ablation import VARIANTS, ablation_table
 from bench.metrics import steps_to_target
 from bench.methods import autolrs_method
@@ -195,3 +197,33 @@ def test_the_cli_refuses_a_baseline_variant_outside_the_ablation(capsys):
     assert main(["quality", "--baseline", "c:constant@0.01"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("bench: error: --baseline adds an ablation variant") and "\n" not in err
+
+
+def test_an_ablation_run_scores_a_baseline_variant_against_the_committed_target(
+        tmp_path, monkeypatch):
+    """End to end on a tiny digits (one seed, 60 steps): the --baseline variant and the
+    best tuned baseline run their schedules, and each row is judged by the committed target."""
+    from dataclasses import replace
+
+    import bench.ablation as ablation
+    from bench.methods import parse_baseline_option
+    from bench.tasks import get_task
+
+    tiny = replace(get_task("digits", is_quick=True), budget=60, eval_every=20)
+    monkeypatch.setattr(ablation, "get_task", lambda name: tiny)
+    summary = {"target_val_loss": 1.0, "best_baseline": "step decay",
+               "methods": {"step decay": {"kind": "step", "lr": 0.03}}}
+    (tmp_path / "digits.json").write_text(json.dumps({"summary": summary}))
+    variants = ablation.select_variants(
+        ablation.BEST_BASELINE, baselines=[parse_baseline_option("c0.03:constant@0.03")])
+    result = ablation.run_ablation(["digits"], [0], tmp_path, jobs=1, log=lambda _: None,
+                                   variants=variants)
+    rows = result["tasks"]["digits"]["variants"]
+    assert result["variants"]["c0.03"] == {"baseline": "constant", "lr": 0.03}
+    for name in ("c0.03", ablation.BEST_BASELINE):
+        (row,) = rows[name]
+        assert row["trial_fraction"] == 0.0 and row["min_val_loss"] <= row["final_val_loss"]
+        reached = row["min_val_loss"] <= 1.0
+        assert (row["steps_to_target"] is not None) == reached
+    # Same seed and LR: each ran its own schedule (step decay lowers the LR at step 30).
+    assert rows["c0.03"][0]["final_val_loss"] != rows[ablation.BEST_BASELINE][0]["final_val_loss"]
