@@ -85,17 +85,13 @@ def select_variants(names: str | None, extra: Sequence[MethodSpec] = (),
             raise ValueError(f"--variants: unknown variant "
                              f"{', '.join(unknown) or '(none given)'}; allowed: {', '.join(known)}")
         selected = {n: known[n] for n in chosen}
-    for method in extra:
-        name = method.name.removeprefix("autolrs-")
+    added = ([("--autolrs", m.name.removeprefix("autolrs-"), m.overrides) for m in extra]
+             + [("--baseline", name, marker) for name, marker in baselines])
+    for option, name, overrides in added:
         if name in selected or name in known:
-            raise ValueError(f"--autolrs: variant name {name!r} is already a variant; "
+            raise ValueError(f"{option}: variant name {name!r} is already a variant; "
                              "give the extra one another name")
-        selected[name] = dict(method.overrides)
-    for name, marker in baselines:
-        if name in selected or name in known:
-            raise ValueError(f"--baseline: variant name {name!r} is already a variant; "
-                             "give the extra one another name")
-        selected[name] = dict(marker)
+        selected[name] = dict(overrides)
     return selected
 
 
