@@ -108,7 +108,7 @@ async def sync_trainer_status(
     logger: logging.Logger,
     **_: Any,
 ) -> None:
-    """Copy the trainer's Redis heartbeat into status; post each new stage decision as an Event."""
+    """Copy the trainer's Redis heartbeat into status; post stage decisions and rollbacks as Events."""
     url = await asyncio.to_thread(store_url_for, _api(), SETTINGS, namespace, dict(spec))
     if url is None:
         return
@@ -124,7 +124,9 @@ async def sync_trainer_status(
     if progress.heartbeat is not None:
         fields.update(heartbeat.status_from_heartbeat(progress.heartbeat))
     for decision in progress.decisions:
-        kopf.event(body, type="Normal", reason="StageDecision", message=heartbeat.decision_message(decision))
+        posted = heartbeat.job_event(decision)
+        if posted is not None:
+            kopf.event(body, type=posted[0], reason=posted[1], message=posted[2])
     if progress.decisions:
         fields["lastDecisionId"] = progress.decisions[-1].id
     changed = {key: value for key, value in fields.items() if status.get(key) != value}

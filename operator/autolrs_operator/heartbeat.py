@@ -2,8 +2,11 @@
 
 Keys (under the job's prefix ``autolrs:{namespace}:{name}:{uid}:``): ``heartbeat`` is a JSON
 object with a TTL (step, stage, tau, lr, best_predicted_loss, last_checkpoint_step, phase);
-``decisions`` is a stream whose entries hold JSON in the field ``data`` (stage, lr, tau,
-predicted_loss). The reader is written against that contract, not the trainer's code.
+``decisions`` is a stream of the controller's events, each JSON in the field ``data`` with a
+``type``: ``decision`` entries (stage, lr, tau, predicted_loss) become the job's StageDecision
+Events and ``rollback`` entries (stage, lr, step, reason) Warning Events; the others (trial
+ends, range test, stage ends) stay in the stream for tools. The reader is written against that
+contract, not the trainer's code.
 """
 
 from __future__ import annotations
@@ -29,13 +32,16 @@ _STATUS_FIELDS = {
 
 @dataclass(frozen=True)
 class Decision:
-    """One stage decision from the trainer's stream."""
+    """One entry of the trainer's stream (``kind`` is its ``type``: decision, rollback, ...)."""
 
     id: str
+    kind: str | None
     stage: int | None
     lr: float | None
     tau: int | None
     predicted_loss: float | None
+    step: int | None = None
+    reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -67,7 +73,7 @@ def read_progress(
         heartbeat = parsed if isinstance(parsed, dict) else None
     start = f"({after_id}" if after_id else "-"
     entries = client.xrange(prefix + DECISIONS_KEY, min=start, max="+", count=limit)
-    return Progress(heartbeat=heartbeat, decisions=[_decision(i, f) for i, f in entries])
+    return Progress(heartbeat=heartbeat, decisions=[parse_entry(i, f) for i, f in entries])
 
 
 def status_from_heartbeat(heartbeat: Mapping[str, Any]) -> dict[str, Any]:
@@ -80,6 +86,26 @@ def status_from_heartbeat(heartbeat: Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(heartbeat.get("phase"), str):
         status["trainerPhase"] = heartbeat["phase"]
     return status
+
+
+def job_event(decision: Decision) -> tuple[str, str, str] | None:
+    """(type, reason, message) of the Kubernetes Event a stream entry makes, or None for none.
+
+    One StageDecision per stage decision and a Warning per rollback; trial ends, the range
+    test and stage ends are too many (a dozen a stage) to post.
+    """
+    if decision.kind == "decision":
+        return "Normal", "StageDecision", decision_message(decision)
+    if decision.kind == "rollback":
+        return "Warning", "StageRolledBack", rollback_message(decision)
+    return None
+
+
+def rollback_message(decision: Decision) -> str:
+    """E.g. ``stage 2: lr=0.5 diverged at step 1200; back to the stage snapshot``."""
+    why = decision.reason or "diverged"
+    at = f" at step {decision.step}" if decision.step is not None else ""
+    return f"stage {decision.stage}: lr={_short(decision.lr)} {why}{at}; back to the stage snapshot"
 
 
 def decision_message(decision: Decision) -> str:
@@ -105,19 +131,25 @@ def expire_job_keys(client: redis.Redis, prefix: str, seconds: int) -> int:
     return count
 
 
-def _decision(entry_id: str, fields: Mapping[str, str]) -> Decision:
+def parse_entry(entry_id: str, fields: Mapping[str, str]) -> Decision:
+    """One stream entry (its JSON in the field ``data``); malformed values read as None."""
     try:
         data = json.loads(fields.get("data", "{}"))
     except json.JSONDecodeError:
         data = {}
     if not isinstance(data, dict):
         data = {}
+    kind = data.get("type")
+    reason = data.get("reason")
     return Decision(
         id=entry_id,
+        kind=kind if isinstance(kind, str) else None,
         stage=_number(data.get("stage"), int),
         lr=_number(data.get("lr"), float),
         tau=_number(data.get("tau"), int),
         predicted_loss=_number(data.get("predicted_loss"), float),
+        step=_number(data.get("step"), int),
+        reason=reason if isinstance(reason, str) else None,
     )
 
 

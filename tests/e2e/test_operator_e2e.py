@@ -4,7 +4,10 @@ worker is killed mid-run."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
+import redis as redis_client
 
 from tests.e2e.pod_runner import PodRunner
 from tests.helpers.kmock_cluster import Kube, OperatorProcess, wait_for
@@ -59,7 +62,16 @@ def test_two_workers_train_digits_to_completion(
     assert status.get("restarts", 0) == 0
     assert kube.condition("digits", "Succeeded")["reason"] == "TrainingSucceeded"
     wait_for(lambda: kube.status("digits").get("step", 0) >= 250, what="the final heartbeat in status")
-    assert kube.events("digits", "StageDecision"), "no stage decision reached the job's Events"
+    # One Event per stage decision the trainer streamed, none for its other entries.
+    prefix = f"autolrs:default:digits:{kube.job('digits')['metadata']['uid']}:"
+    stream = redis_client.Redis.from_url(redis.url, decode_responses=True).xrange(prefix + "decisions")
+    decisions = [json.loads(fields["data"]) for _, fields in stream]
+    decisions = [d for d in decisions if d["type"] == "decision"]
+    assert decisions and len(decisions) < len(stream)
+    wait_for(lambda: len(kube.events("digits", "StageDecision")) == len(decisions),
+             what=f"{len(decisions)} StageDecision events")
+    messages = sorted(e.message.split(" for ")[0] for e in kube.events("digits", "StageDecision"))
+    assert messages == sorted(f"stage {d['stage']}: lr={d['lr']:.4g}" for d in decisions)
     assert any("done:" in pod_runner.log(f"digits-worker-{i}") for i in (0, 1))  # printed by rank 0
 
 

@@ -36,8 +36,13 @@ def beat(client: redis_client.Redis, key_prefix: str, **fields: object) -> None:
 
 
 def decide(client: redis_client.Redis, key_prefix: str, stage: int, lr: float) -> None:
-    data = {"stage": stage, "lr": lr, "tau": 100 * 2 ** stage, "predicted_loss": 1.0 / (stage + 1)}
-    client.xadd(key_prefix + "decisions", {"data": json.dumps(data)})
+    """A trial end and the stage decision, as the trainer appends them to its stream."""
+    trial = {"type": "trial_end", "stage": stage, "lr": lr, "step": 10, "outcome": "completed",
+             "id": f"trial_end@{stage}"}
+    data = {"type": "decision", "stage": stage, "lr": lr, "tau": 100 * 2 ** stage,
+            "predicted_loss": 1.0 / (stage + 1), "id": f"decision@{stage}"}
+    for entry in (trial, data):
+        client.xadd(key_prefix + "decisions", {"data": json.dumps(entry)})
 
 
 def test_heartbeat_fills_status_and_decisions_become_events(
@@ -62,6 +67,13 @@ def test_heartbeat_fills_status_and_decisions_become_events(
     messages = sorted(e.message for e in kube.events("beat", "StageDecision"))
     assert messages[0] == "stage 0: lr=0.1 for 100 steps (predicted loss 1)"
     assert messages[2].startswith("stage 2: lr=0.025 for 400 steps")
+    rollback = {"type": "rollback", "stage": 2, "lr": 0.025, "step": 900, "reason": "diverged"}
+    client.xadd(keys + "decisions", {"data": json.dumps(rollback)})
+    wait_for(lambda: kube.events("beat", "StageRolledBack"), what="a StageRolledBack event")
+    [warning] = kube.events("beat", "StageRolledBack")
+    assert (warning.type, warning.message) == (
+        "Warning", "stage 2: lr=0.025 diverged at step 900; back to the stage snapshot")
+    assert len(kube.events("beat", "StageDecision")) == 3  # the trial ends posted nothing
     printed = kube.kubectl("get", "alj", "beat", "-o", "jsonpath={.status.step} {.status.stage} {.status.learningRate}")
     assert printed.stdout == "250 1 0.05"
 

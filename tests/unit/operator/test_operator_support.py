@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from prometheus_client import CollectorRegistry, Gauge
 
 from autolrs_operator import conditions as cond
-from autolrs_operator.heartbeat import Decision, decision_message, status_from_heartbeat
+import json
+
+from autolrs.engine.controller import StageController
+from autolrs_operator.heartbeat import Decision, decision_message, job_event, parse_entry, status_from_heartbeat
 from autolrs_operator.metrics import PhaseBook
 from autolrs_operator.settings import OperatorSettings
 from autolrs_operator.spec import SecretKey, StateStore
@@ -58,9 +63,38 @@ def test_status_from_heartbeat_maps_and_filters() -> None:
 
 
 def test_decision_message() -> None:
-    assert decision_message(Decision("1-0", 3, 0.0523, 4000, 0.3123)) == \
+    assert decision_message(Decision("1-0", "decision", 3, 0.0523, 4000, 0.3123)) == \
         "stage 3: lr=0.0523 for 4000 steps (predicted loss 0.3123)"
-    assert decision_message(Decision("1-0", 1, None, None, None)) == "stage 1: lr=?"
+    assert decision_message(Decision("1-0", "decision", 1, None, None, None)) == "stage 1: lr=?"
+
+
+def test_the_trainers_stream_makes_one_event_per_decision_and_a_warning_per_rollback() -> None:
+    """The entries a real controller writes to the stream (diverging trial, rolled-back
+    exploit): trial ends, the range test and stage ends post nothing."""
+    from tests.unit.autolrs.sim import ToyTraining, drive, make_config
+
+    ctrl = StageController(make_config(max_steps=200))
+    env = ToyTraining()
+    env.apply(ctrl.start())
+    while ctrl.phase != "exploit":                  # the range test and stage 0's trials
+        evaluate = env.apply(ctrl.observe_loss(env.train_step(ctrl.lr)))
+        while evaluate:
+            evaluate = env.apply(ctrl.observe_val_loss(env.val_loss()))
+    env.apply(ctrl.observe_loss(float("inf")))      # the exploit diverges: roll back
+    drive(ctrl, env)
+    events = ctrl.drain_events()
+    entries = [parse_entry(f"{i}-0", {"data": json.dumps(e, allow_nan=False)}) for i, e in enumerate(events)]
+    posted = [job_event(entry) for entry in entries]
+    kinds = [e["type"] for e in events]
+    assert {"trial_end", "stage_end", "decision", "rollback"} <= set(kinds)
+    assert [p[1] for p in posted if p] == [
+        {"decision": "StageDecision", "rollback": "StageRolledBack"}[k] for k in kinds
+        if k in ("decision", "rollback")]
+    rollback = next(p for p in posted if p and p[1] == "StageRolledBack")
+    assert rollback[0] == "Warning"
+    assert re.fullmatch(r"stage 0: lr=\S+ diverged at step \d+; back to the stage snapshot", rollback[2])
+    first = next(p for p in posted if p and p[1] == "StageDecision")
+    assert re.fullmatch(r"stage 0: lr=\S+ for \d+ steps \(predicted loss \S+\)", first[2]), first
 
 
 def test_set_condition_moves_transition_time_only_on_flips() -> None:
