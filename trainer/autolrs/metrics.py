@@ -78,7 +78,8 @@ class TrainerMetrics:
                                     "Best predicted loss of the last stage decision.")
         self.forecast_error = gauge(
             "autolrs_forecast_error",
-            "Relative error of the loss forecast of the last finished stage.")
+            "Signed relative error (predicted - reached) / |reached| of the loss forecast of the "
+            "last finished stage (negative: the forecast was too low).")
         steps = Counter("autolrs_optimizer_steps", "Optimizer steps taken, by phase "
                         "(trial steps count as search).", (*LABELS, "phase"), registry=reg)
         self.optimizer_steps = {phase: steps.labels(phase=phase, **labels) for phase in PHASES}
