@@ -264,12 +264,17 @@ class _Planner:
                 return RESTARTING
             self.set(cond.RESTARTING, False, "WorkersRecovered", f"{ready}/{spec.replicas} workers running again")
             self.status["restartAfter"] = None
+        note = _waiting_note(active)
+        running = f"{ready}/{spec.replicas} workers running" + note
         if ready >= spec.min_replicas:
-            self.set(cond.RUNNING, True, "WorkersRunning", f"{ready}/{spec.replicas} workers running")
+            self.set(cond.RUNNING, True, "WorkersRunning", running)
             if not self.old.get("startTime"):
                 self.status["startTime"] = self.stamp
             return RUNNING
-        self.set_false(cond.RUNNING, "WorkersPending", f"{ready}/{spec.replicas} workers running")
+        if note:  # a stuck worker: say why, even before the job ever ran
+            self.set(cond.RUNNING, False, "WorkersPending", running)
+        else:
+            self.set_false(cond.RUNNING, "WorkersPending", running)
         return PENDING
 
     # ---------------------------------------------------------------- helpers
@@ -311,3 +316,14 @@ class _Planner:
 
     def event(self, type_: str, reason: str, message: str) -> None:
         self.out.events.append(Event(type_, reason, message))
+
+
+def _waiting_note(active: list[WorkerPod]) -> str:
+    """``; demo-worker-1: ImagePullBackOff: ...`` for the first worker stuck on its way to
+    running (a missing Secret, an image that cannot be pulled, no node that fits), so the
+    condition says why the job waits; empty when none is stuck."""
+    stuck = sorted((w for w in active if w.waiting), key=lambda w: w.index)
+    if not stuck:
+        return ""
+    more = f" (and {len(stuck) - 1} more)" if len(stuck) > 1 else ""
+    return f"; {stuck[0].name}: {stuck[0].waiting}{more}"

@@ -8,6 +8,9 @@ from typing import Any, Mapping
 from autolrs_operator.constants import LABEL_WORKER_INDEX, TRAINER_CONTAINER
 
 ACTIVE_PHASES = frozenset({"Pending", "Running", "Unknown"})
+# Waiting reasons of a container on its normal way to running: not worth reporting.
+STARTING_REASONS = frozenset({"ContainerCreating", "PodInitializing"})
+MAX_WAITING_MESSAGE = 200
 
 
 @dataclass(frozen=True)
@@ -23,6 +26,7 @@ class WorkerPod:
     owner_uid: str | None
     exit_code: int | None
     reason: str | None
+    waiting: str | None = None
 
     @property
     def active(self) -> bool:
@@ -62,6 +66,7 @@ class WorkerPod:
             owner_uid=owners[0] if owners else None,
             exit_code=exit_code,
             reason=reason or status.get("reason"),
+            waiting=_waiting(status) if phase == "Pending" or not ready else None,
         )
 
 
@@ -70,6 +75,30 @@ def _ready(status: Mapping[str, Any]) -> bool:
         if condition.get("type") == "Ready":
             return condition.get("status") == "True"
     return True  # no readiness reported: a running pod counts as ready
+
+
+def _waiting(status: Mapping[str, Any]) -> str | None:
+    """Why a pod is not running yet, e.g. ``CreateContainerConfigError: secret "r" not found``
+    or ``Unschedulable: 0/3 nodes are available: 3 Insufficient nvidia.com/gpu``; None while
+    it is merely starting."""
+    for container in status.get("containerStatuses") or []:
+        if container.get("name") != TRAINER_CONTAINER:
+            continue
+        waiting = (container.get("state") or {}).get("waiting") or {}
+        reason = waiting.get("reason")
+        if reason and reason not in STARTING_REASONS:
+            return _reason_message(reason, waiting.get("message"))
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
+            return _reason_message(condition.get("reason") or "Unschedulable", condition.get("message"))
+    return None
+
+
+def _reason_message(reason: str, message: str | None) -> str:
+    text = f"{reason}: {' '.join(message.split())}" if message else reason
+    if len(text) > MAX_WAITING_MESSAGE:
+        text = text[: MAX_WAITING_MESSAGE - 3] + "..."
+    return text
 
 
 def _termination(status: Mapping[str, Any]) -> tuple[int | None, str | None]:

@@ -983,6 +983,17 @@ class Kube:
             }]
         self.core.patch_namespaced_pod_status(name, self.namespace, {"status": status})
 
+    def set_pod_waiting(self, name: str, reason: str, message: str) -> None:
+        """Do what a kubelet would for a container it cannot start (a missing Secret, an
+        image it cannot pull): phase Pending, the trainer waiting with a reason."""
+        self.core.patch_namespaced_pod_status(name, self.namespace, {"status": {
+            "phase": "Pending",
+            "containerStatuses": [{
+                "name": "trainer", "ready": False, "restartCount": 0, "image": "img", "imageID": "",
+                "state": {"waiting": {"reason": reason, "message": message}},
+            }],
+        }})
+
     def run_pods(self, job: str, count: int) -> None:
         """Wait for ``count`` pods, then mark them all Running."""
         wait_for(lambda: len(self.pods(job)) == count, what=f"{count} pods of {job}")

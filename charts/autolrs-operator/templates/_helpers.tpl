@@ -68,6 +68,24 @@ app.kubernetes.io/component: {{ .component }}
 {{- toJson (uniq $namespaces) -}}
 {{- end -}}
 
+{{/*
+The namespaces that hold the bundled Redis's password Secret, as a JSON list: the release
+namespace, then stateStore.redis.jobSecretNamespaces, or where that is empty the watched
+namespaces (rbac.scope namespaced) or "default" (cluster scope, where the README's example
+job goes). Jobs read the password in their own namespace.
+*/}}
+{{- define "autolrs.redisSecretNamespaces" -}}
+{{- $copies := .Values.stateStore.redis.jobSecretNamespaces -}}
+{{- if not $copies -}}
+{{- if eq .Values.rbac.scope "namespaced" -}}
+{{- $copies = include "autolrs.watchedNamespaces" . | fromJsonArray -}}
+{{- else -}}
+{{- $copies = list "default" -}}
+{{- end -}}
+{{- end -}}
+{{- toJson (concat (list .Release.Namespace) $copies | uniq) -}}
+{{- end -}}
+
 {{/* True ("true") when the operator runs with kopf peering (a standby replica). */}}
 {{- define "autolrs.peering" -}}
 {{- if gt (int .Values.operator.replicas) 1 -}}true{{- end -}}

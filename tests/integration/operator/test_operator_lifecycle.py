@@ -51,6 +51,25 @@ def test_create_makes_service_and_pods_then_runs(kube: Kube, operator: OperatorP
     assert metric(operator.metrics_port, "autolrs_operator_reconcile_seconds_count") > 0  # type: ignore[attr-defined]
 
 
+def test_a_worker_that_cannot_start_is_named_in_the_running_condition(kube: Kube, operator: OperatorProcess) -> None:
+    store = "  stateStore: {url: redis://redis.infra:6379/0, secretRef: {name: no-such-secret, key: password}}\n"
+    kube.apply(job_manifest("stuck", replicas=1, extra=store))
+    wait_for(lambda: kube.pod_names("stuck") == ["stuck-worker-0"], what="the worker pod")
+    kube.set_pod_waiting("stuck-worker-0", "CreateContainerConfigError", 'secret "no-such-secret" not found')
+    def message() -> str:
+        return next((c["message"] for c in kube.status("stuck").get("conditions") or []
+                     if c["type"] == "Running"), "")
+
+    wait_for(lambda: message().endswith("not found"), what="the Running condition naming the missing Secret")
+    running = kube.condition("stuck", "Running")
+    assert (running["status"], running["reason"]) == ("False", "WorkersPending")
+    assert running["message"] == ('0/1 workers running; stuck-worker-0: CreateContainerConfigError: '
+                                  'secret "no-such-secret" not found')
+    assert kube.status("stuck")["phase"] == "Pending"
+    kube.run_pods("stuck", 1)  # the Secret appeared: the kubelet starts the container
+    wait_for(lambda: message() == "1/1 workers running", what="running")
+
+
 def test_kubectl_scale_adds_and_removes_workers_within_the_range(kube: Kube, operator: OperatorProcess) -> None:
     kube.apply(job_manifest("scale"))
     kube.run_pods("scale", 2)

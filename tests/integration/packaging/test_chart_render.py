@@ -137,7 +137,8 @@ def test_objects_live_in_the_release_namespace(rendered, name):
         elif obj["kind"] in {"Role", "RoleBinding", "KopfPeering"}:
             assert namespace in watched
         elif obj["kind"] == "Secret":
-            assert namespace in watched | {NAMESPACE}, "password copies go to job namespaces"
+            job_namespaces = watched if name == "namespaced-rbac" else {"default"}
+            assert namespace in job_namespaces | {NAMESPACE}, "password copies go to job namespaces"
         else:
             assert namespace == NAMESPACE, f"{obj['kind']}/{obj['metadata']['name']}"
 
@@ -148,15 +149,17 @@ def test_names_fit_dns_labels_with_the_longest_release_name(helm, scope):
                       "--set", "operator.replicas=2", "--set", f"rbac.scope={scope}",
                       "--set", "monitoring.prometheusOperator.enabled=true")
     assert result.returncode == 0, result.stderr
-    names_by_kind: dict[str, list[str]] = {}
+    names_by_kind: dict[str, list[str]] = {}  # "Kind in namespace" -> names
     for obj in (doc for doc in yaml.safe_load_all(result.stdout) if doc):
         assert len(obj["metadata"]["name"]) <= 63, obj["metadata"]["name"]
         if obj["kind"] == "StatefulSet":
             # Its pods get the label controller-revision-hash=<name>-<10 chars>.
             assert len(obj["metadata"]["name"]) <= 52, obj["metadata"]["name"]
-        names_by_kind.setdefault(obj["kind"], []).append(obj["metadata"]["name"])
-    for kind, names in names_by_kind.items():
-        assert len(names) == len(set(names)), f"{kind} names collide after truncation: {names}"
+        # One name per kind and namespace (the password Secret has one copy per job namespace).
+        where = f"{obj['kind']} in {obj['metadata'].get('namespace', 'the cluster')}"
+        names_by_kind.setdefault(where, []).append(obj["metadata"]["name"])
+    for where, names in names_by_kind.items():
+        assert len(names) == len(set(names)), f"{where}: names collide after truncation: {names}"
 
 
 def _kopf_argv(deployment: dict) -> list[str]:
@@ -268,7 +271,7 @@ def test_bundled_redis_is_durable_and_password_protected(rendered):
     container = _container(statefulset, "redis")
     assert {"name": "data", "mountPath": "/data"} in container["volumeMounts"]
     assert '--requirepass "$REDIS_PASSWORD"' in container["args"][0]
-    secret = one(objects, "Secret", "-redis")
+    secret = one([obj for obj in objects if obj["metadata"].get("namespace") == NAMESPACE], "Secret", "-redis")
     env = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"]}
     assert env["REDIS_PASSWORD"] == {"name": secret["metadata"]["name"], "key": "redis-password"}
     password = base64.b64decode(secret["data"]["redis-password"]).decode()
@@ -312,8 +315,10 @@ def test_password_secret_is_copied_to_job_namespaces(rendered):
         return {(obj["metadata"]["namespace"], obj["metadata"]["name"]): obj["data"]
                 for obj in by_kind(_objects(rendered, name), "Secret")}
 
-    (only,) = secrets("defaults")
-    assert only[0] == NAMESPACE
+    # Cluster scope: the release namespace and "default", where the README's example job goes.
+    defaults = secrets("defaults")
+    assert {namespace for namespace, _ in defaults} == {NAMESPACE, "default"}
+    assert len({json.dumps(data) for data in defaults.values()}) == 1, "one password everywhere"
     copies = secrets("namespaced-rbac")
     assert {namespace for namespace, _ in copies} == {NAMESPACE, "team-a", "team-b"}
     assert len({name for _, name in copies}) == 1, "jobs reference the Secret by one name"
@@ -328,6 +333,9 @@ def test_notes_tell_jobs_how_to_reach_the_state_store(helm):
     assert store["secretRef"] == {"name": f"{RELEASE}-autolrs-operator-redis",
                                   "key": "redis-password"}
     assert f"is in: {NAMESPACE}, team-a." in notes
+    notes = helm.notes({})
+    assert f"is in: {NAMESPACE}, default." in notes
+    assert "kubectl apply -n default -f examples/k8s/minimal.yaml" in notes
     notes = helm.notes(VALUES_SETS["external-redis"])
     snippet = yaml.safe_load(notes[notes.index("    spec:"):notes.index("Monitoring:")])
     assert snippet["spec"]["stateStore"] == {

@@ -226,6 +226,35 @@ def test_invalid_spec_fails_with_a_condition_naming_the_field(make_job: Callable
     assert fixed.status["phase"] == "Pending" and len(fixed.create_pods) == 2
 
 
+def waiting(reason: str, message: str | None = None) -> dict[str, Any]:
+    state = {"reason": reason, **({"message": message} if message else {})}
+    return {"containerStatuses": [{"name": "trainer", "ready": False, "state": {"waiting": state}}]}
+
+
+def test_pending_condition_says_why_a_worker_cannot_start(make_job: Callable[..., dict]) -> None:
+    job = make_job()
+    secret = waiting("CreateContainerConfigError", 'secret "autolrs-redis" not found')
+    decided = run(job, [pod(job, 0, **secret), pod(job, 1, **waiting("ContainerCreating"))])
+    assert decided.status["phase"] == "Pending"
+    assert condition(decided, "Running")["reason"] == "WorkersPending"
+    assert condition(decided, "Running")["message"] == (
+        '0/2 workers running; demo-worker-0: CreateContainerConfigError: secret "autolrs-redis" not found')
+    unschedulable = {"conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                                     "message": "0/3 nodes are available:\n 3 Insufficient nvidia.com/gpu."}]}
+    pulling = waiting("ImagePullBackOff", "Back-off pulling image " + "x" * 300)
+    decided = run(job, [pod(job, 0, **unschedulable), pod(job, 1, **pulling)])
+    message = condition(decided, "Running")["message"]
+    assert message == ("0/2 workers running; demo-worker-0: Unschedulable: 0/3 nodes are available: "
+                       "3 Insufficient nvidia.com/gpu. (and 1 more)")
+    decided = run(job, [pod(job, 0, "Running"), pod(job, 1, **pulling)])
+    message = condition(decided, "Running")["message"]
+    assert condition(decided, "Running")["status"] == "True"  # minReplicas 1 run
+    assert message.startswith("1/2 workers running; demo-worker-1: ImagePullBackOff: Back-off pulling image xxx")
+    assert message.endswith("...") and len(message) < 260
+    decided = run(job, [pod(job, 0, **waiting("ContainerCreating")), pod(job, 1)])
+    assert "Running" not in [c["type"] for c in decided.status["conditions"]]  # merely starting
+
+
 def test_invalid_name_is_reported(make_job: Callable[..., dict]) -> None:
     decided = run(make_job(name="Bad_Name"), [])
     assert condition(decided, "Failed")["message"].startswith("metadata.name:")
