@@ -187,6 +187,11 @@ class AutoLRSConfig:
             if name not in known:
                 allowed = ", ".join(sorted(CAMEL_NAMES.values()))
                 raise ValueError(f"unknown AutoLRS config field {key!r}; allowed: {allowed}")
+            if name in kwargs:
+                raise ValueError(
+                    f"AutoLRS config field {CAMEL_NAMES[name]!r} is given twice (as "
+                    f"{CAMEL_NAMES[name]!r} and {name!r}); keep one"
+                )
             kwargs[name] = value
         return cls(**kwargs)
 
@@ -238,8 +243,9 @@ class AutoLRSConfig:
         """Rescale the LR interval by ``lr_scaling`` (linear or sqrt) for a new global batch."""
         if self.lr_scaling == "none":
             return self
-        if not self.reference_batch_size:
-            raise ValueError("reference_batch_size must be set (> 0) when lr_scaling is not 'none'")
+        if isinstance(global_batch_size, bool) or not isinstance(global_batch_size, int) \
+                or global_batch_size < 1:
+            raise ValueError(f"the global batch size must be an integer >= 1, got {global_batch_size!r}")
         ratio = global_batch_size / self.reference_batch_size
         factor = ratio if self.lr_scaling == "linear" else math.sqrt(ratio)
         warmup_lr = None if self.warmup_lr is None else self.warmup_lr * factor
@@ -349,6 +355,11 @@ class AutoLRSConfig:
             )
         if self.lr_scaling not in ("none", "linear", "sqrt"):
             raise ValueError(f"lr_scaling must be one of none, linear, sqrt, got {self.lr_scaling!r}")
+        if self.lr_scaling != "none" and self.reference_batch_size is None:
+            raise ValueError(
+                f"reference_batch_size is required when lr_scaling is {self.lr_scaling!r} "
+                "(the global batch size [min_lr, max_lr] was chosen for)"
+            )
         if self.reference_batch_size is not None and self.reference_batch_size < 1:
             raise ValueError(
                 f"reference_batch_size must be >= 1, got {self.reference_batch_size}"

@@ -98,6 +98,10 @@ class AutoLRS:
         self.coordinator: Coordinator = (coordinator or self.runtime.coordinator
                                          or SingleProcess())
         self.checkpoints = self.runtime.checkpoints
+        if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
+                                       or batch_size < 1):
+            raise ValueError(f"AutoLRS batch_size must be an integer >= 1 (the per-rank batch), "
+                             f"got {batch_size!r}")
         self.batch_size = batch_size
         self.config = self._scaled(config).resolved()
         first_lr = float(optimizer.param_groups[0]["lr"])

@@ -82,3 +82,10 @@ def test_schema_requires_the_search_interval(crd, example_jobs):
     del job["spec"]["autolrs"]["maxLR"]
     assert any("maxLR" in error for error in custom_resource_errors(job, [crd]))
     assert crd_schema(crd)["properties"]["spec"]["required"]
+
+
+def test_example_jobs_can_finish(example_jobs):
+    """A job succeeds when its trainer reaches maxSteps: an example without it never ends
+    (the digits data never runs out, and the script's own --max-steps yields to the CRD)."""
+    for job in example_jobs:
+        assert job["spec"]["autolrs"].get("maxSteps"), job["metadata"]["name"]

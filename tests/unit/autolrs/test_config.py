@@ -35,6 +35,7 @@ def test_paper_defaults_and_preset_resolution():
     (dict(min_lr=1e-3, max_lr=1.0, tau="100"), "tau must be an integer"),
     (dict(min_lr=1e-3, max_lr=1.0, warm_start="yes"), "warm_start must be true or false"),
     (dict(min_lr=1e-3, max_lr=1.0, lr_scaling="cubic"), "lr_scaling must be one of"),
+    (dict(min_lr=1e-3, max_lr=1.0, lr_scaling="linear"), "reference_batch_size is required when lr_scaling is 'linear'"),
 ])
 def test_bad_values_raise_one_line_errors_naming_the_field(kwargs, message):
     with pytest.raises(ValueError) as info:
@@ -50,6 +51,8 @@ def test_camel_case_round_trip_and_unknown_keys():
     assert set(cfg.to_dict(camel=True)) == set(CAMEL_NAMES.values())
     with pytest.raises(ValueError, match="unknown AutoLRS config field 'tauMin'"):
         AutoLRSConfig.from_dict({"minLR": 0.001, "maxLR": 1, "tauMin": 3})
+    with pytest.raises(ValueError, match="field 'minLR' is given twice \\(as 'minLR' and 'min_lr'\\)"):
+        AutoLRSConfig.from_dict({"minLR": 0.001, "maxLR": 1, "min_lr": 0.5})
 
 
 def test_from_env():
@@ -71,8 +74,8 @@ def test_batch_scaling():
     root = AutoLRSConfig(min_lr=0.01, max_lr=1.0, lr_scaling="sqrt", reference_batch_size=64)
     assert root.scaled_for_batch(256).max_lr == pytest.approx(2.0)
     assert AutoLRSConfig(min_lr=0.01, max_lr=1.0).scaled_for_batch(256).max_lr == 1.0
-    with pytest.raises(ValueError, match="reference_batch_size must be set"):
-        AutoLRSConfig(min_lr=0.01, max_lr=1.0, lr_scaling="linear").scaled_for_batch(8)
+    with pytest.raises(ValueError, match="global batch size must be an integer >= 1, got 0"):
+        cfg.scaled_for_batch(0)
 
 
 @pytest.mark.parametrize("kwargs, message", [

@@ -196,6 +196,9 @@ def test_lr_scaling_rescales_the_interval_with_the_global_batch():
     assert 0.02 <= sched.lr <= 0.2
     with pytest.raises(ValueError, match="lr_scaling needs AutoLRS"):
         AutoLRS(model, optimizer, cfg, coordinator=FourRanks())
+    for bad in (0, -4, "32", True):
+        with pytest.raises(ValueError, match="AutoLRS batch_size must be an integer >= 1"):
+            AutoLRS(model, optimizer, cfg, coordinator=FourRanks(), batch_size=bad)
 
 
 def test_lr_scaling_follows_a_world_size_change_on_resume():

@@ -143,12 +143,23 @@ def test_transition_rules_pin_the_torchrun_node_range(
     old_spec: dict, new_spec: dict, expected: str, admission: SchemaAdmission
 ) -> None:
     old, new = _minimal(), _minimal()
-    old["spec"].update(old_spec)
-    new["spec"].update(new_spec)
+    for job, spec in ((old, old_spec), (new, new_spec)):
+        job["spec"].pop("maxReplicas", None)
+        job["spec"].update(spec)
     admission.default_and_prune(old)
     admission.default_and_prune(new)
     assert admission.errors(old) == []
     assert any(expected in e for e in admission.errors(new, old)), admission.errors(new, old)
+
+
+def test_the_readmes_kubectl_scale_of_the_minimal_example_is_allowed(admission: SchemaAdmission) -> None:
+    old, new = _minimal(), _minimal()
+    new["spec"]["replicas"] = 2  # kubectl scale alj/digits-minimal --replicas=2
+    for job in (old, new):
+        admission.default_and_prune(job)
+    assert admission.errors(old) == [] and admission.errors(new, old) == []
+    new["spec"]["replicas"] = 3
+    assert any("spec.replicas must be <= spec.maxReplicas" in e for e in admission.errors(new, old))
 
 
 def test_scaling_within_the_range_is_allowed(admission: SchemaAdmission) -> None:
@@ -162,6 +173,7 @@ def test_scaling_within_the_range_is_allowed(admission: SchemaAdmission) -> None
 
 def test_defaults_are_filled(admission: SchemaAdmission) -> None:
     job = _minimal()
+    job["spec"]["autolrs"] = {"minLR": 0.001, "maxLR": 1.0}
     admission.default_and_prune(job)
     spec = job["spec"]
     assert (spec["replicas"], spec["minReplicas"], spec["nprocPerNode"]) == (1, 1, 1)
