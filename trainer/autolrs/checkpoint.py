@@ -91,6 +91,11 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
+def _os_reason(exc: OSError) -> str:
+    """An OSError as a short reason without the path ("Is a directory")."""
+    return exc.strerror or str(exc)
+
+
 class _HashingWriter:
     """A write-only file wrapper that hashes what passes through it."""
 
@@ -274,18 +279,25 @@ class CheckpointManager:
 
     def verify(self, step: int) -> str | None:
         """Why the checkpoint of ``step`` is not valid (a one-line reason), or None if its
-        checksum file is present and matches."""
+        checksum file is present and matches. Never raises for a bad file (a folder in
+        its place, unreadable bytes): that is a reason too."""
         path = self.directory / checkpoint_name(step)
         try:
-            recorded = (self.directory / checksum_name(step)).read_text().split()
+            recorded = (self.directory / checksum_name(step)).read_bytes().decode().split()
         except FileNotFoundError:
             return f"no checksum file {checksum_name(step)} (write interrupted?)"
+        except UnicodeDecodeError:
+            return f"malformed checksum file {checksum_name(step)} (not UTF-8)"
+        except OSError as exc:
+            return f"unreadable checksum file {checksum_name(step)}: {_os_reason(exc)}"
         if len(recorded) != 2 or recorded[1] != path.name or len(recorded[0]) != 64:
             return f"malformed checksum file {checksum_name(step)}"
         try:
             actual = file_sha256(path)
         except FileNotFoundError:
             return "file vanished"
+        except OSError as exc:
+            return f"unreadable: {_os_reason(exc)}"
         if actual != recorded[0]:
             return f"sha256 mismatch (expected {recorded[0][:12]}..., got {actual[:12]}...)"
         return None

@@ -7,10 +7,13 @@ in a pod under torchrun (everything set by the operator).
 
 from __future__ import annotations
 
+import logging
 import os
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
+from autolrs.distributed import WORLD_SIZE_ENV, _env_int
 from autolrs.stores.base import StateStore
 from autolrs.stores.factory import STORE_URL_ENV, open_store
 
@@ -18,6 +21,8 @@ CHECKPOINT_DIR_ENV = "AUTOLRS_CHECKPOINT_DIR"
 METRICS_PORT_ENV = "AUTOLRS_METRICS_PORT"
 CHECKPOINT_EVERY_ENV = "AUTOLRS_CHECKPOINT_EVERY"
 DEFAULT_CHECKPOINT_EVERY = 500
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -33,22 +38,27 @@ class Runtime:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Runtime":
-        """Build from AUTOLRS_* and torchrun's RANK/WORLD_SIZE variables."""
+        """Build from AUTOLRS_* and torchrun's RANK/WORLD_SIZE variables.
+
+        A bad value is a one-line ValueError naming its variable; what was opened before
+        it is closed again."""
         env = os.environ if environ is None else environ
+        every = _env_int(env, CHECKPOINT_EVERY_ENV, DEFAULT_CHECKPOINT_EVERY, 1)
         coordinator, joined_group = _coordinator_from_env(env)
-        runtime = cls(coordinator=coordinator)
+        runtime = cls(coordinator=coordinator, checkpoint_every=every)
         if joined_group:  # first in, last out: left after the writers have flushed
             runtime.owned.append(_JoinedProcessGroup())
-        is_main = runtime.coordinator.is_main
-        every = env.get(CHECKPOINT_EVERY_ENV)
-        if every is not None:
-            try:
-                runtime.checkpoint_every = int(every)
-            except ValueError:
-                raise ValueError(f"{CHECKPOINT_EVERY_ENV} must be an integer >= 1, "
-                                 f"got {every!r}") from None
-            if runtime.checkpoint_every < 1:
-                raise ValueError(f"{CHECKPOINT_EVERY_ENV} must be an integer >= 1, got {every!r}")
+        try:
+            runtime._open_parts(env)
+        except BaseException:
+            with suppress(Exception):  # close() logged it; the cause matters more
+                runtime.close()
+            raise
+        return runtime
+
+    def _open_parts(self, env: Mapping[str, str]) -> None:
+        """Open the store (main rank), the checkpoint manager and metrics (main rank)."""
+        is_main = self.coordinator.is_main
         url = env.get(STORE_URL_ENV)
         if url and is_main:
             job_key = None
@@ -56,27 +66,41 @@ class Runtime:
                 from autolrs.stores.redis import job_key_from_env
 
                 job_key = job_key_from_env(env)
-            runtime.store = open_store(url, job_key=job_key)
-            runtime.owned.append(runtime.store)
+            with _folder_named_by(STORE_URL_ENV, url):
+                self.store = open_store(url, job_key=job_key)
+            self.owned.append(self.store)
         directory = env.get(CHECKPOINT_DIR_ENV)
         if directory:
             from autolrs.checkpoint import CheckpointManager
 
-            runtime.checkpoints = CheckpointManager(directory)
-            runtime.owned.append(runtime.checkpoints)
+            with _folder_named_by(CHECKPOINT_DIR_ENV, directory):
+                self.checkpoints = CheckpointManager(directory)
+            self.owned.append(self.checkpoints)
         if env.get(METRICS_PORT_ENV) and is_main:
             from autolrs.metrics import TrainerMetrics
 
-            runtime.metrics = TrainerMetrics.from_env(env)
-            runtime.owned.append(runtime.metrics)
-        return runtime
+            self.metrics = TrainerMetrics.from_env(env)
+            self.owned.append(self.metrics)
 
     def close(self) -> None:
-        """Flush and close what this runtime opened (checkpoint writer, store, metrics port,
-        the process group it joined)."""
+        """Flush and close what this runtime opened (metrics port, checkpoint writer, store,
+        the process group it joined), newest first. Every part is closed even if one
+        fails, so a failing checkpoint writer cannot lose the store's queued writes; the
+        first error is raised with the others attached as notes (and logged)."""
+        errors: list[BaseException] = []
         for thing in reversed(self.owned):
-            thing.close()
+            try:
+                thing.close()
+            except BaseException as exc:
+                log.error("closing %s failed: %s", type(thing).__name__, exc, exc_info=exc)
+                errors.append(exc)
         self.owned.clear()
+        if errors:
+            first = errors[0]
+            for other in errors[1:]:
+                first.add_note(f"closing another part also failed: {type(other).__name__}: "
+                               f"{other}")
+            raise first
 
 
 class _JoinedProcessGroup:
@@ -90,9 +114,19 @@ class _JoinedProcessGroup:
         destroy_process_group_if_needed()
 
 
+@contextmanager
+def _folder_named_by(name: str, value: str) -> Iterator[None]:
+    """Turn "a file is in the way of this folder" into a ValueError naming variable ``name``."""
+    try:
+        yield
+    except (FileExistsError, NotADirectoryError) as exc:
+        raise ValueError(f"{name}={value!r} must name a folder, but {exc.filename} is not "
+                         "a directory (an existing file?)") from None
+
+
 def _coordinator_from_env(env: Mapping[str, str]) -> tuple[Any, bool]:
     """The coordinator, and whether this call joined the process group."""
-    world_size = int(env.get("WORLD_SIZE", "1") or 1)
+    world_size = _env_int(env, WORLD_SIZE_ENV, 1, 1)
     if world_size <= 1:
         from autolrs.scheduler import SingleProcess
 

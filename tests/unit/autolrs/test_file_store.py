@@ -26,7 +26,42 @@ def test_decisions_survive_a_torn_last_line(tmp_path):
     store.append_decision({"stage": 1, "lr": 0.05})
     with open(tmp_path / "decisions.jsonl", "a") as handle:
         handle.write('{"stage": 2, "lr"')  # a crash mid-append
-    assert store.decisions() == [{"stage": 0, "lr": 0.1}, {"stage": 1, "lr": 0.05}]
+    with pytest.warns(RuntimeWarning, match="line.s. 3 of .*decisions.jsonl"):
+        assert store.decisions() == [{"stage": 0, "lr": 0.1}, {"stage": 1, "lr": 0.05}]
+
+
+def test_appends_after_a_torn_line_start_a_new_line_and_stay_visible(tmp_path):
+    store = FileStore(tmp_path)
+    store.append_decision({"id": "a"})
+    store.append_decision({"id": "b"})
+    with open(tmp_path / "decisions.jsonl", "a") as handle:
+        handle.write('{"id": "c", "lr": 0.')  # a crash mid-append, no newline
+    store.append_decision({"id": "d"})
+    store.append_decision({"id": "e"})
+    lines = (tmp_path / "decisions.jsonl").read_text().splitlines()
+    assert lines[2] == '{"id": "c", "lr": 0.' and lines[3] == '{"id": "d"}'  # not glued
+    with pytest.warns(RuntimeWarning, match=f"line.s. 3 of {tmp_path / 'decisions.jsonl'}"):
+        assert [d["id"] for d in store.decisions()] == ["a", "b", "d", "e"]
+
+
+def test_a_whole_decision_that_lost_only_its_newline_is_kept(tmp_path):
+    store = FileStore(tmp_path)
+    (tmp_path / "decisions.jsonl").write_text('{"id": "a"}')
+    store.append_decision({"id": "b"})
+    assert [d["id"] for d in store.decisions()] == ["a", "b"]
+
+
+def test_bad_lines_anywhere_are_skipped_and_each_is_warned_about_once(tmp_path, recwarn):
+    store = FileStore(tmp_path)
+    (tmp_path / "decisions.jsonl").write_bytes(
+        b'{"id": "a"}\n\xff\xfe garbage\n[1, 2]\n{"id": "b"}\n')
+    assert [d["id"] for d in store.decisions()] == ["a", "b"]
+    assert [str(w.message) for w in recwarn].count(
+        f"skipping unreadable line(s) 2, 3 of {tmp_path / 'decisions.jsonl'} "
+        "(torn by a crash mid-append?)") == 1
+    recwarn.clear()
+    assert [d["id"] for d in store.decisions()] == ["a", "b"]
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
 
 
 def test_heartbeat_expires(tmp_path):

@@ -145,6 +145,53 @@ def test_a_checkpoint_without_checksum_file_is_skipped(tmp_path):
         assert CheckpointManager(tmp_path).load_latest()[0] == 1
 
 
+def break_checksum_not_utf8(folder, step) -> None:
+    (folder / checksum_name(step)).write_bytes(b"\xff\xfe\x00 not text")
+
+
+def break_checksum_is_a_folder(folder, step) -> None:
+    (folder / checksum_name(step)).unlink()
+    (folder / checksum_name(step)).mkdir()
+
+
+def break_checkpoint_is_a_folder(folder, step) -> None:
+    (folder / checkpoint_name(step)).unlink()
+    (folder / checkpoint_name(step)).mkdir()
+
+
+@pytest.mark.parametrize("break_it, reason", [
+    (break_checksum_not_utf8, "malformed checksum file ckpt-000000003.pt.sha256"),
+    (break_checksum_is_a_folder, "unreadable checksum file ckpt-000000003.pt.sha256: "
+                                 "Is a directory"),
+    (break_checkpoint_is_a_folder, "unreadable: Is a directory"),
+])
+def test_an_unreadable_newest_checkpoint_is_skipped_for_the_next_older(tmp_path, break_it,
+                                                                        reason):
+    with CheckpointManager(tmp_path, keep_last=5) as ckpt:
+        for step in (1, 2, 3):
+            ckpt.save(step, {"w": torch.full((2,), float(step))})
+    break_it(tmp_path, 3)
+    reader = CheckpointManager(tmp_path)
+    assert reader.verify(3).startswith(reason)
+    with pytest.warns(RuntimeWarning, match=f"skipping invalid checkpoint "
+                                            f"{tmp_path / checkpoint_name(3)}: {reason}"):
+        step, payload = reader.load_latest()
+    assert step == 2 and torch.equal(payload["w"], torch.full((2,), 2.0))
+
+
+def test_when_every_checkpoint_is_unreadable_each_is_named_and_none_is_loaded(tmp_path):
+    with CheckpointManager(tmp_path) as ckpt:
+        ckpt.save(1, {"w": torch.ones(1)})
+        ckpt.save(2, {"w": torch.ones(1)})
+    break_checkpoint_is_a_folder(tmp_path, 2)
+    break_checksum_not_utf8(tmp_path, 1)
+    with pytest.warns(RuntimeWarning) as record:
+        assert CheckpointManager(tmp_path).load_latest() is None
+    assert [str(w.message).split(":")[0] for w in record] == [
+        f"skipping invalid checkpoint {tmp_path / checkpoint_name(2)}",
+        f"skipping invalid checkpoint {tmp_path / checkpoint_name(1)}"]
+
+
 def test_a_file_with_a_valid_checksum_but_foreign_content_is_skipped(tmp_path):
     path = tmp_path / checkpoint_name(5)
     torch.save({"just": "weights"}, path)
