@@ -5,7 +5,7 @@ object with a TTL (step, stage, tau, lr, best_predicted_loss, last_checkpoint_st
 ``decisions`` is a stream of the controller's events, each JSON in the field ``data`` with a
 ``type``: ``decision`` entries (stage, lr, tau, predicted_loss) become the job's StageDecision
 Events and ``rollback`` entries (stage, lr, step, reason) Warning Events; the others (trial
-ends, range test, stage ends) stay in the stream for tools. The reader is written against that
+ends, range test, stage ends, ``superseded`` after a resume) stay in the stream for tools. The reader is written against that
 contract, not the trainer's code.
 """
 

@@ -9,6 +9,8 @@ import json
 import pytest
 import redis as redis_client
 
+from autolrs.decision_log import effective
+
 from tests.e2e.pod_runner import PodRunner
 from tests.helpers.kmock_cluster import Kube, OperatorProcess, wait_for
 from tests.helpers.services import RedisServer
@@ -61,7 +63,8 @@ def test_two_workers_train_digits_to_completion(
     status = kube.status("digits")
     assert status.get("restarts", 0) == 0
     assert kube.condition("digits", "Succeeded")["reason"] == "TrainingSucceeded"
-    wait_for(lambda: kube.status("digits").get("step", 0) >= 250, what="the final heartbeat in status")
+    wait_for(lambda: (kube.status("digits").get("step"), kube.status("digits").get("trainerPhase")) == (300, "done"),
+             what="the final heartbeat (step 300, phase done) in status")
     # One Event per stage decision the trainer streamed, none for its other entries.
     prefix = f"autolrs:default:digits:{kube.job('digits')['metadata']['uid']}:"
     stream = redis_client.Redis.from_url(redis.url, decode_responses=True).xrange(prefix + "decisions")
@@ -96,3 +99,14 @@ def test_a_killed_worker_is_replaced_and_the_job_still_succeeds(
     assert any(m.startswith("worker pod survivor-worker-1 failed (exit code 137") for m in failures), failures
     assert 1 <= kube.status("survivor")["restarts"] <= 6
     assert any("done:" in pod_runner.log(f"survivor-worker-{i}") for i in (0, 1))
+    # The replacement resumed from a checkpoint: a restart from step 0 would log the
+    # first stages' entries again (a resume logs only what its replay changed).
+    prefix = f"autolrs:default:survivor:{kube.job('survivor')['metadata']['uid']}:"
+    client = redis_client.Redis.from_url(redis.url, decode_responses=True)
+    log = effective([json.loads(fields["data"]) for _, fields in client.xrange(prefix + "decisions")])
+    ids = [entry["id"] for entry in log]
+    assert len(ids) == len(set(ids)), sorted(i for i in ids if ids.count(i) > 1)
+    assert [entry["step"] for entry in log] == sorted(entry["step"] for entry in log)
+    assert log[-1]["type"] == "done" and log[-1]["step"] == 600
+    state = json.loads(client.get(prefix + "state"))["state"]
+    assert state["steps"] == 600

@@ -239,6 +239,20 @@ class AutoLRSConfig:
         out._resolved = True
         return out
 
+    def differences(self, other: "AutoLRSConfig") -> list[str]:
+        """``"field <mine> (given <other's>)"`` for each field that differs (floats within
+        1e-9 relative count as equal: a rescaled LR interval round-trips inexactly)."""
+        out = []
+        theirs = other.to_dict()
+        for name, value in self.to_dict().items():
+            given = theirs[name]
+            same = (math.isclose(value, given, rel_tol=1e-9)
+                    if isinstance(value, float) and isinstance(given, (int, float))
+                    and not isinstance(given, bool) else value == given)
+            if not same:
+                out.append(f"{name} {value!r} (given {given!r})")
+        return out
+
     def scaled_for_batch(self, global_batch_size: int) -> "AutoLRSConfig":
         """Rescale the LR interval by ``lr_scaling`` (linear or sqrt) for a new global batch."""
         if self.lr_scaling == "none":

@@ -16,6 +16,7 @@ from typing import Any, Callable, Protocol
 import torch
 
 from autolrs.config import AutoLRSConfig
+from autolrs.decision_log import ReplayLog
 from autolrs.engine.controller import Action, StageController
 from autolrs.rng import get_rng_states, set_rng_states
 from autolrs.runtime import Runtime
@@ -105,9 +106,14 @@ class AutoLRS:
         self.batch_size = batch_size
         self.config = self._scaled(config).resolved()
         first_lr = float(optimizer.param_groups[0]["lr"])
-        self._lr_ratios = [
-            float(g["lr"]) / first_lr if first_lr > 0 else 1.0 for g in optimizer.param_groups
-        ]
+        if not (math.isfinite(first_lr) and first_lr > 0):
+            # Groups follow the first one by their LR ratio to it: a frozen (lr 0) first
+            # group would either start training or flatten every ratio.
+            raise ValueError(
+                f"the optimizer's first param group has lr {first_lr}; AutoLRS sets that "
+                "group's LR and scales the others by their ratio to it: put a group with "
+                "lr > 0 first (groups with lr 0 after it stay frozen)")
+        self._lr_ratios = [float(g["lr"]) / first_lr for g in optimizer.param_groups]
         self._controller = StageController(self.config, has_val=val_fn is not None)
         self._snapshots: dict[str, TrainingSnapshot] = {}
         # A restarted writer continues from the stored version; an older one still
@@ -118,7 +124,7 @@ class AutoLRS:
         self._started = False
         self._follower_view: dict[str, Any] = {}
         self._checkpoint_due = False
-        self._logged_ids: set[str] = set()  # decisions the store already holds (resume)
+        self._replay = ReplayLog()  # after a resume: the entries the lost run logged
         self.start()
         if self.checkpoints is not None:
             self.resume_from_checkpoint()
@@ -308,8 +314,9 @@ class AutoLRS:
             if kind in ("range_test", "trial_end", "decision", "rollback", "backoff", "stage_end",
                         "done"):
                 decided = True
-                if self.store is not None and event["id"] not in self._logged_ids:
-                    self.store.append_decision(event)
+                if self.store is not None:
+                    for entry in self._replay.entries_for(event):
+                        self.store.append_decision(entry)
         if decided and self.store is not None:
             self.save_to_store()
 
@@ -361,24 +368,35 @@ class AutoLRS:
         if found is None:
             return False
         step, payload = found
-        self._state_module.load_state_dict(payload["model"])
-        self.optimizer.load_state_dict(payload["optimizer"])
-        self.load_state_dict(payload["autolrs"])
-        set_rng_states(payload["rng"])
+        try:
+            self._controller_from(payload["autolrs"])  # another config: refuse before loading
+            self._state_module.load_state_dict(payload["model"])
+            self.optimizer.load_state_dict(payload["optimizer"])
+            self.load_state_dict(payload["autolrs"])
+            set_rng_states(payload["rng"])
+        except (ValueError, RuntimeError, KeyError, TypeError) as exc:
+            # torch's size-mismatch errors span lines: one line, naming the checkpoint.
+            why = f"no entry {exc}" if isinstance(exc, KeyError) else " ".join(str(exc).split())
+            why = why if len(why) <= 400 else why[:397] + "..."
+            raise ValueError(f"cannot resume from the checkpoint of step {step} in "
+                             f"{self.checkpoints.directory}: {why}") from exc
         self.last_checkpoint_step = step
         if self.store is not None and self.coordinator.is_main:
             # Decisions made after this checkpoint and before the crash are in the log
-            # already; the replay makes them again, and must not append them twice.
-            self._logged_ids = {d["id"] for d in self.store.decisions()
-                                if "id" in d and d.get("step", 0) > step}
+            # already: an exact replay must not append them twice, and one that differs
+            # (another world size) voids them (decision_log).
+            self._replay = ReplayLog(self.store.decisions(), after_step=step)
         log.info("AutoLRS resumed from the checkpoint of step %d", step)
         return True
 
     def close(self) -> None:
-        """Finish background checkpoint writes and close what the runtime opened."""
-        if self.checkpoints is not None:
-            self.checkpoints.wait()
-        self.runtime.close()
+        """Finish background checkpoint writes and close what the runtime opened (also when
+        the last checkpoint write failed: queued store writes must still be flushed)."""
+        try:
+            if self.checkpoints is not None:
+                self.checkpoints.wait()
+        finally:
+            self.runtime.close()
 
     # ------------------------------------------------------------ state
 
@@ -392,16 +410,33 @@ class AutoLRS:
             "started": self._started,
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Continue from ``state_dict()``; load model and optimizer state first."""
-        if state.get("format") != STATE_FORMAT:
-            raise ValueError(f"unsupported AutoLRS state format {state.get('format')!r}")
-        self._controller = StageController.from_state(state["controller"])
+    def _controller_from(self, state: dict[str, Any]) -> StageController:
+        """The saved controller, moved to this run's global batch (``lr_scaling``); a state
+        saved under another config is refused: its stage plan, budget and cooldown follow
+        that config, so resuming would silently keep it."""
+        if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+            found = state.get("format") if isinstance(state, dict) else type(state).__name__
+            raise ValueError(f"unsupported AutoLRS state format {found!r} (expected {STATE_FORMAT})")
+        missing = [key for key in ("controller", "snapshots", "lr_ratios", "started") if key not in state]
+        if missing:
+            raise ValueError(f"the AutoLRS state lacks {', '.join(missing)} (not a state_dict() of AutoLRS)")
+        controller = StageController.from_state(state["controller"])
         if self.config.lr_scaling != "none":
             # Saved under another world size: move the search to this run's global batch.
-            factor = self.config.min_lr / self._controller.cfg.min_lr
+            factor = self.config.min_lr / controller.cfg.min_lr
             if not math.isclose(factor, 1.0, rel_tol=1e-12):
-                self._controller.rescale_lr(factor)
+                controller.rescale_lr(factor)
+        differ = controller.cfg.differences(self.config)
+        if differ:
+            raise ValueError(
+                "the AutoLRS state was saved with another config: "
+                f"{'; '.join(differ)}; resume with the same config, or start afresh "
+                "(an empty AUTOLRS_CHECKPOINT_DIR)")
+        return controller
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from ``state_dict()``; load model and optimizer state first."""
+        self._controller = self._controller_from(state)
         self.config = self._controller.cfg
         self._snapshots = {}
         for slot, snap_state in state["snapshots"].items():

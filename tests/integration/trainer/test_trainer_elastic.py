@@ -57,6 +57,9 @@ def test_two_then_one_then_two_processes_finish_the_run(tmp_path):
     resume_at = newest_valid(tmp_path)
     assert 150 - 2 * 20 <= resume_at <= 150
 
+    # What the killed 1-process run logged after the checkpoint the next run resumes from.
+    lost = [e for e in FileStore(tmp_path / "store").decisions() if e["step"] > resume_at]
+
     # 2 processes again, to the end.
     run_ok(worker_command(nproc=2), job_env(tmp_path, "w2b"))
     for rank in (0, 1):
@@ -69,7 +72,18 @@ def test_two_then_one_then_two_processes_finish_the_run(tmp_path):
     final = read_json(tmp_path / "out", "final.json", tag="w2b")
     assert final["steps"] == MAX_STEPS
     assert_complete_history(final["history"])
-    # The store's state is the controller's final state; its stream holds every
-    # decision (those replayed after a resume appear again, after the kill).
+    # The store's state is the controller's final state.
     version, state = FileStore(tmp_path / "store").load_state()
     assert state == final["controller"]
+    # The 2-process replay sees other batches than the killed 1-process run did after
+    # that checkpoint: from where it first differs, the stream voids what that run logged
+    # (one superseded entry naming the rest of it), and the effective log matches the
+    # history.
+    stream = FileStore(tmp_path / "store").decisions()
+    markers = [e for e in stream if e["type"] == "superseded"]
+    assert len(markers) <= (1 if lost else 0), markers
+    if markers:
+        lost_ids = [e["id"] for e in lost]
+        voided = markers[0]["ids"]
+        assert markers[0]["resumed_from"] == resume_at and voided and voided == lost_ids[-len(voided):]
+    check_stream_against_history(stream, final["history"])

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from autolrs.config import AutoLRSConfig
+from autolrs.decision_log import effective
 from autolrs.engine.controller import StageController
 from tests.helpers.services import free_port
 
@@ -165,7 +166,10 @@ def check_stream_against_history(decisions: list[dict[str, Any]],
                                  history: list[dict[str, Any]],
                                  max_steps: int = MAX_STEPS) -> None:
     """The decision stream holds exactly the events the history implies, once each, in
-    order: every trial's end, the decisions and rollbacks, each stage end, one done."""
+    order: every trial's end, the decisions and rollbacks, each stage end, one done.
+    A replay that differed after a resume voided the lost run's entries: read the
+    effective log, as a consumer would."""
+    decisions = effective(decisions)
     by_stage: dict[int, list[dict[str, Any]]] = {}
     sweeps = [e for e in decisions if e["type"] == "range_test"]
     if "steps" in history[0].get("range_test", {}):

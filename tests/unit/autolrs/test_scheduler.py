@@ -57,6 +57,23 @@ def test_param_groups_keep_their_ratio_to_the_first_group():
         assert second == pytest.approx(first * 0.1)
 
 
+def test_a_frozen_group_stays_frozen_and_a_frozen_first_group_is_refused():
+    model, gen = regression_setup()
+    optimizer = torch.optim.SGD([
+        {"params": model[0].parameters(), "lr": 0.1},
+        {"params": model[2].parameters(), "lr": 0.0},
+    ])
+    sched = AutoLRS(model, optimizer, small_config(max_steps=60))
+    lrs = run(sched, model, optimizer, gen)
+    assert {second for _, second in lrs} == {0.0} and len({first for first, _ in lrs}) > 3
+    backwards = torch.optim.SGD([
+        {"params": model[0].parameters(), "lr": 0.0},
+        {"params": model[2].parameters(), "lr": 0.5},
+    ])
+    with pytest.raises(ValueError, match="first param group has lr 0.0; AutoLRS sets"):
+        AutoLRS(model, backwards, small_config())
+
+
 def test_first_step_already_uses_autolrs_lr_and_restores_set_the_lr():
     model, gen = regression_setup()
     optimizer = torch.optim.SGD(model.parameters(), lr=123.0, momentum=0.9)
@@ -151,8 +168,13 @@ def test_autolrs_beats_a_badly_chosen_constant_lr_on_digits():
     assert autolrs_acc > bad_acc
 
 
-def test_resume_after_crash_logs_each_decision_once(tmp_path):
+@pytest.mark.parametrize("exact", [True, False], ids=["exact-replay", "replay-differs"])
+def test_resume_after_crash_logs_each_decision_once(tmp_path, exact):
+    """An exact replay (data seeded by the step) appends nothing twice; one whose data
+    differs after the checkpoint voids the lost run's entries, and the effective log
+    matches the history."""
     from autolrs.checkpoint import CheckpointManager
+    from autolrs.decision_log import SUPERSEDED, effective
     from autolrs.runtime import Runtime
 
     def session(steps=None):
@@ -161,20 +183,33 @@ def test_resume_after_crash_logs_each_decision_once(tmp_path):
         runtime = Runtime(checkpoints=CheckpointManager(tmp_path / "ckpt"), checkpoint_every=25)
         sched = AutoLRS(model, optimizer, small_config(max_steps=150),
                         store=FileStore(tmp_path / "store"), runtime=runtime)
-        gen.manual_seed(1000 + sched.steps)  # data position follows the step, as scripts do
-        run(sched, model, optimizer, gen, steps=steps)
+        gen.manual_seed(1000 + sched.steps)  # the data continues from the resumed step
+        while not sched.done and (steps is None or sched.steps < steps):
+            if exact:
+                gen.manual_seed(1000 + sched.steps)  # each batch fixed by its step
+            loss = loss_for(model, gen)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            sched.step(loss)
         sched.checkpoints.wait()
         return sched
 
-    crashed = session(steps=65)        # last checkpoint at 50; decisions at 60; "crash" at 65
+    crashed = session(steps=65)        # last checkpoint at 50; decisions at 59; "crash" at 65
     logged_before = FileStore(tmp_path / "store").decisions()
     assert any(d["step"] > 50 for d in logged_before)  # decisions after the last checkpoint
     resumed = session()
     assert resumed.done and crashed.steps == 65
-    ids = [d["id"] for d in FileStore(tmp_path / "store").decisions()]
+    stream = FileStore(tmp_path / "store").decisions()
+    markers = [d for d in stream if d["type"] == SUPERSEDED]
+    assert len(markers) == (0 if exact else 1)
+    log = effective(stream)
+    ids = [d["id"] for d in log]
     assert len(ids) == len(set(ids))
     steps = [int(i.split("@")[1]) for i in ids]
     assert steps == sorted(steps)
+    scores = [d["score"] for d in log if d["type"] == "trial_end"]
+    assert scores == [t["score"] for h in resumed.history for t in h["trials"]]
 
 
 def test_lr_scaling_rescales_the_interval_with_the_global_batch():
@@ -230,3 +265,65 @@ def test_lr_scaling_follows_a_world_size_change_on_resume():
     assert resumed.lr == pytest.approx(lr_before / 2)
     assert optimizer2.param_groups[0]["lr"] == pytest.approx(lr_before / 2)
     assert all(0.02 <= o["lr"] <= 0.2 for o in resumed.controller.s["observations"])
+
+
+def test_resuming_under_another_config_is_refused_naming_the_fields(tmp_path):
+    from autolrs.checkpoint import CheckpointManager
+    from autolrs.runtime import Runtime
+
+    def session(config, steps=None):
+        model, gen = regression_setup(seed=4)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        runtime = Runtime(checkpoints=CheckpointManager(tmp_path / "ckpt"), checkpoint_every=25)
+        sched = AutoLRS(model, optimizer, config, runtime=runtime)
+        run(sched, model, optimizer, gen, steps=steps)
+        sched.checkpoints.wait()
+        return model
+
+    session(small_config(max_steps=150), steps=60)       # checkpoints at 25 and 50
+    with pytest.raises(ValueError) as caught:
+        session(small_config(max_steps=300, tau=30))
+    message = str(caught.value)
+    assert message.startswith(f"cannot resume from the checkpoint of step 50 in {tmp_path / 'ckpt'}: "
+                              "the AutoLRS state was saved with another config: ")
+    assert "tau 20 (given 30)" in message and "max_steps 150 (given 300)" in message
+    assert "\n" not in message
+    assert session(small_config(max_steps=150)) is not None  # the same config resumes
+
+
+def test_load_state_dict_refuses_what_is_not_an_autolrs_state():
+    model, _ = regression_setup()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    sched = AutoLRS(model, optimizer, small_config())
+    for bad, shown in ((None, "'NoneType'"), ({}, "None"), ({"format": 99}, "99")):
+        with pytest.raises(ValueError, match=f"unsupported AutoLRS state format {shown}"):
+            sched.load_state_dict(bad)
+    with pytest.raises(ValueError, match="the AutoLRS state lacks controller, snapshots, lr_ratios, started"):
+        sched.load_state_dict({"format": sched.state_dict()["format"]})
+
+
+def test_close_still_closes_the_runtime_when_the_last_checkpoint_write_failed(tmp_path):
+    import shutil
+
+    from autolrs.checkpoint import CheckpointError, CheckpointManager
+    from autolrs.runtime import Runtime
+
+    class Opened:
+        closed = False
+
+        def close(self):
+            self.closed = True
+
+    model, gen = regression_setup()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    opened = Opened()
+    runtime = Runtime(checkpoints=CheckpointManager(tmp_path / "ckpt"), checkpoint_every=1000,
+                      owned=[opened])
+    sched = AutoLRS(model, optimizer, small_config(max_steps=30), runtime=runtime)
+    run(sched, model, optimizer, gen, steps=10)
+    shutil.rmtree(tmp_path / "ckpt")
+    (tmp_path / "ckpt").write_text("not a folder any more")   # the volume went away
+    sched.save_checkpoint()
+    with pytest.raises(CheckpointError, match="checkpoint of step 10 to .* failed"):
+        sched.close()
+    assert opened.closed
