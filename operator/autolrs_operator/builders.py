@@ -30,6 +30,7 @@ from autolrs_operator.constants import (
     RDZV_PORT,
     ROLE_RENDEZVOUS,
     ROLE_WORKER,
+    SHM_PATH,
     SHM_VOLUME,
     TRAINER_CONTAINER,
     TRAINER_METRICS_PORT,
@@ -39,7 +40,7 @@ from autolrs_operator.constants import (
 from autolrs_operator.spec import JobSpec, StateStore
 
 RDZV_HOST_INDEX = 0  # the worker that hosts torch's c10d rendezvous store
-_USERINFO = re.compile(r"^(?P<scheme>[a-z]+://)(?:(?P<user>[^:@/]*)(?::[^@/]*)?@)?(?P<rest>.*)$")
+_AUTHORITY = re.compile(r"^(?P<scheme>[a-z]+://)(?P<authority>[^/?#]*)(?P<rest>.*)$", re.DOTALL)
 
 
 def job_labels(job_name: str, role: str) -> dict[str, str]:
@@ -113,14 +114,18 @@ def store_env(spec: JobSpec) -> list[dict[str, Any]]:
 
 
 def url_with_password(url: str, password: str) -> str:
-    """``url`` with ``password`` as its userinfo password (kept if the URL already names it)."""
-    if password in url:
-        return url
-    match = _USERINFO.match(url)
+    """``url`` with ``password`` (inserted as given: encode it first) as its userinfo password.
+
+    Any password the URL has is replaced and its user name kept; the URL is split where
+    urllib splits it (the authority ends at the first ``/``, ``?`` or ``#``), never searched
+    for the password's text.
+    """
+    match = _AUTHORITY.match(url)
     if match is None:
         raise ValueError(f"not a store URL: {url!r}")
-    user = match.group("user") or ""
-    return f"{match.group('scheme')}{user}:{password}@{match.group('rest')}"
+    userinfo, at, host = match.group("authority").rpartition("@")
+    user = userinfo.partition(":")[0] if at else ""
+    return f"{match.group('scheme')}{user}:{password}@{host}{match.group('rest')}"
 
 
 def worker_env(job: Mapping[str, Any], spec: JobSpec) -> list[dict[str, Any]]:
@@ -158,7 +163,7 @@ def build_worker_pod(job: Mapping[str, Any], spec: JobSpec, index: int) -> dict[
         ],
         "volumeMounts": [
             {"name": CHECKPOINT_VOLUME, "mountPath": spec.checkpoint_path},
-            {"name": SHM_VOLUME, "mountPath": "/dev/shm"},
+            {"name": SHM_VOLUME, "mountPath": SHM_PATH},
             *copy.deepcopy(spec.volume_mounts),
         ],
         "securityContext": {
@@ -206,6 +211,37 @@ def build_worker_pod(job: Mapping[str, Any], spec: JobSpec, index: int) -> dict[
         "spec": pod_spec,
     }
     return _adopt(pod, job)
+
+
+def spec_field(pod: Mapping[str, Any], spec: JobSpec, field: str) -> str | None:
+    """The AutoLRSJob field behind ``field`` (as the API server names it, e.g.
+    ``spec.volumes[2].name``) of a worker pod that build_worker_pod made from ``spec``;
+    None for the operator's own parts of the pod."""
+    pod_spec = pod.get("spec") or {}
+    container = (pod_spec.get("containers") or [{}])[0]
+    lists = {  # the user's items come after the operator's
+        "spec.volumes": ("spec.podTemplate.volumes", pod_spec.get("volumes"), spec.volumes),
+        "spec.containers[0].volumeMounts": (
+            "spec.podTemplate.volumeMounts", container.get("volumeMounts"), spec.volume_mounts,
+        ),
+        "spec.containers[0].env": ("spec.podTemplate.env", container.get("env"), spec.env),
+        "spec.tolerations": ("spec.podTemplate.tolerations", pod_spec.get("tolerations"), spec.tolerations),
+    }
+    for prefix, (target, built, given) in lists.items():
+        match = re.fullmatch(re.escape(prefix) + r"\[(\d+)\](.*)", field, re.DOTALL)
+        if match:
+            index = int(match.group(1)) - (len(built or []) - len(given))
+            return f"{target}[{index}]{match.group(2)}" if 0 <= index < len(given) else None
+    fields = {
+        "spec.nodeSelector": "spec.podTemplate.nodeSelector",
+        "spec.serviceAccountName": "spec.podTemplate.serviceAccountName",
+        "spec.containers[0].image": "spec.image",
+        "spec.containers[0].resources": "spec.resources",
+    }
+    for prefix, target in fields.items():
+        if field == prefix or field.startswith((prefix + ".", prefix + "[")):
+            return target + field[len(prefix):]
+    return None
 
 
 def operator_store_url(store: StateStore | None, secret_value: str | None) -> str | None:

@@ -20,6 +20,7 @@ TRAINER_METRICS_PORT = 9400
 DEFAULT_CHECKPOINT_PATH = "/checkpoints"
 CHECKPOINT_VOLUME = "checkpoints"
 SHM_VOLUME = "dshm"
+SHM_PATH = "/dev/shm"  # where SHM_VOLUME (a memory emptyDir) is mounted
 NON_ROOT_UID = 10001  # the project image's user (Dockerfile)
 
 ENV_JOB = "AUTOLRS_JOB"
@@ -34,6 +35,8 @@ RESERVED_ENV = frozenset(
     {ENV_JOB, ENV_JOB_UID, ENV_CONFIG, ENV_STORE_URL, ENV_STORE_PASSWORD,
      ENV_CHECKPOINT_DIR, ENV_METRICS_PORT, ENV_POD_IP}
 )
+
+RESERVED_VOLUMES = frozenset({CHECKPOINT_VOLUME, SHM_VOLUME})  # user volumes may not take these names
 
 FINALIZER = "autolrs.io/finalizer"
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import urllib.parse
 from typing import Any, Mapping
 
@@ -16,14 +17,49 @@ import kubernetes
 from autolrs_operator.constants import GROUP, PLURAL, VERSION
 
 MERGE_PATCH = "application/merge-patch+json"
+# 403s that say nothing about the object: RBAC, quota, a namespace going away (retried).
+_FORBIDDEN_ELSEWHERE = re.compile(
+    r"cannot \w+ resource|exceeded quota|is being terminated|unable to create new content", re.IGNORECASE
+)
 
 
 class KubeError(RuntimeError):
-    """An API call failed with a status the controller does not handle."""
+    """An API call failed with a status the controller does not handle.
+
+    ``message`` is the API server's own message (its Status object's, else the body) and
+    ``fields`` the field paths its Status names as causes (e.g. ``spec.volumes[2].name``).
+    """
 
     def __init__(self, method: str, path: str, status: int, body: str) -> None:
         super().__init__(f"{method} {path} -> HTTP {status}: {body[:300]}")
         self.status = status
+        self.message, self.fields = _status_details(body)
+
+    @property
+    def rejected(self) -> bool:
+        """Whether the API server refused the object itself: 422 Invalid, 400 BadRequest, or a
+        403 from admission (PodSecurity, a webhook, a missing ServiceAccount). Sending the same
+        object again cannot help; RBAC, quota and other 403s, 429 and 5xx can pass later."""
+        if self.status in (400, 422):
+            return True
+        return self.status == 403 and not _FORBIDDEN_ELSEWHERE.search(self.message)
+
+
+def _status_details(body: str) -> tuple[str, list[str]]:
+    """(message, cause fields) of a ``Status`` body; the body itself when it is not one."""
+    try:
+        status = json.loads(body)
+    except ValueError:
+        return body, []
+    if not isinstance(status, dict) or not isinstance(status.get("message"), str):
+        return body, []
+    details = status.get("details")
+    causes = details.get("causes") if isinstance(details, dict) else None
+    fields = [
+        cause["field"] for cause in causes or []
+        if isinstance(cause, dict) and isinstance(cause.get("field"), str) and cause["field"]
+    ]
+    return status["message"], fields
 
 
 def load_api_client() -> kubernetes.client.ApiClient:

@@ -8,11 +8,12 @@ counts each failed pod once (the pod's uid is kept in ``status.lastFailure``).
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from autolrs_operator import conditions as cond
-from autolrs_operator.builders import build_service, build_worker_pod
+from autolrs_operator.builders import build_service, build_worker_pod, spec_field
 from autolrs_operator.constants import rendezvous_service_name, worker_pod_name, worker_selector
 from autolrs_operator.spec import JobSpec, SpecError, StateStore, parse_spec, validate_job_name
 from autolrs_operator.workers import WorkerPod
@@ -20,6 +21,9 @@ from autolrs_operator.workers import WorkerPod
 PENDING, RUNNING, RESTARTING = "Pending", "Running", "Restarting"
 SUSPENDED, SUCCEEDED, FAILED = "Suspended", "Succeeded", "Failed"
 TERMINAL_REASONS = frozenset({"BackoffLimitExceeded", "TrainingSucceeded"})
+REJECTED = "rejected by the API server"  # starts the problem of an InvalidSpec the API server found
+MAX_API_MESSAGE = 300
+_MESSAGE_FIELD = re.compile(r"((?:metadata|spec)(?:\.\w+|\[[^\]\s]*\])+): ")
 
 
 @dataclass(frozen=True)
@@ -93,6 +97,59 @@ def plan(
     return _Planner(job, pods, service_exists, now, backoff, default_store).run()
 
 
+def rejection_error(
+    job: Mapping[str, Any],
+    refused: Mapping[str, Any],
+    message: str,
+    fields: Sequence[str] = (),
+    *,
+    default_store: StateStore | None = None,
+) -> SpecError:
+    """The InvalidSpec an object the API server refused to create stands for.
+
+    ``refused`` is the worker pod or Service built from ``job``; ``message`` and ``fields``
+    are the API server's (see KubeError). The path is the job field behind the first pod field
+    the server names, else ``spec.podTemplate`` (``spec`` for the Service, which holds nothing
+    of the spec); the server's message follows, on one line and at most 300 characters.
+    """
+    text = " ".join(message.split())
+    if len(text) > MAX_API_MESSAGE:
+        text = text[: MAX_API_MESSAGE - 3] + "..."
+    return SpecError(_refused_path(job, refused, [*fields, *_MESSAGE_FIELD.findall(text)], default_store),
+                     f"{REJECTED}: {text}")
+
+
+def _refused_path(
+    job: Mapping[str, Any], refused: Mapping[str, Any], fields: list[str], default_store: StateStore | None
+) -> str:
+    if refused.get("kind") != "Pod":
+        return "spec"
+    try:
+        spec = parse_spec(job.get("spec") or {}, default_store=default_store)
+    except SpecError:  # the pod was built from this spec, so it parses; be safe all the same
+        return "spec.podTemplate"
+    for name in fields:
+        path = spec_field(refused, spec, name)
+        if path is not None:
+            return path
+    return "spec.podTemplate"
+
+
+def reject(
+    job: Mapping[str, Any],
+    pods: list[Mapping[str, Any]],
+    error: SpecError,
+    *,
+    service_exists: bool,
+    now: dt.datetime,
+    backoff: Backoff = Backoff(),
+    default_store: StateStore | None = None,
+) -> Plan:
+    """The pass after the API server refused to create a worker pod or the Service:
+    ``error`` (from rejection_error) reported as an invalid spec, the workers stopped."""
+    return _Planner(job, pods, service_exists, now, backoff, default_store).invalid(error)
+
+
 class _Planner:
     def __init__(
         self,
@@ -137,6 +194,8 @@ class _Planner:
         except SpecError as exc:
             return self.invalid(exc)
         if cond.is_true(self.conditions, cond.FAILED):
+            if self.refused_by_the_api() and not spec.suspend and not any(w.active for w in self.live):
+                return self.retry_refused(spec)
             self.set(cond.FAILED, False, "SpecFixed", "the spec is valid again")
             self.event("Normal", "SpecFixed", "the spec is valid again; the job continues")
         if not self.service_exists:
@@ -168,6 +227,19 @@ class _Planner:
         self.set(cond.FAILED, True, "InvalidSpec", message)
         self.set_false(cond.RUNNING, "InvalidSpec", "the spec is invalid")
         self.stop_all(active_only=True)
+        return self.finish(FAILED)
+
+    def refused_by_the_api(self) -> bool:
+        """Whether the job is Failed because the API server refused its workers (reject())."""
+        failure = cond.find(self.conditions, cond.FAILED) or {}
+        return failure.get("reason") == "InvalidSpec" and f": {REJECTED}: " in (failure.get("message") or "")
+
+    def retry_refused(self, spec: JobSpec) -> Plan:
+        """Send the refused objects again (a namespace's policy or a ServiceAccount may have
+        changed since): the job stays Failed until the API server accepts a worker."""
+        if not self.service_exists:
+            self.out.create_service = build_service(self.job)
+        self.place_workers(spec)
         return self.finish(FAILED)
 
     def succeed(self, winner: WorkerPod) -> Plan:

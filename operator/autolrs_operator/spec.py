@@ -8,16 +8,22 @@ The schema rejects most bad input at the API server; this module catches what sl
 from __future__ import annotations
 
 import re
+import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+import redis
 from autolrs.config import CAMEL_NAMES, AutoLRSConfig
 
-from autolrs_operator.constants import DEFAULT_CHECKPOINT_PATH, RESERVED_ENV
+from autolrs_operator.constants import (
+    DEFAULT_CHECKPOINT_PATH, RESERVED_ENV, RESERVED_VOLUMES, SHM_PATH,
+)
 
 MAX_JOB_NAME = 58  # "<name>-rdzv" must be a DNS-1035 label (63 characters)
 _DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 _STORE_SCHEMES = ("redis://", "rediss://", "file://")
+_REDIS_DB_PATH = re.compile(r"(/[0-9]*)?")
+_UNKNOWN_KEYWORD = re.compile(r"unexpected keyword argument '([^']+)'")
 _NOT_A_SCRIPT = ("python", "python3", "torchrun")
 
 
@@ -134,7 +140,7 @@ def parse_spec(spec: Mapping[str, Any], *, default_store: StateStore | None = No
         checkpoint_path=path,
         backoff_limit=backoff_limit,
         suspend=suspend,
-        **_pod_template(template),
+        **_pod_template(template, path),
     )
 
 
@@ -167,10 +173,9 @@ def _state_store(raw: Any) -> StateStore | None:
     if not isinstance(raw, Mapping):
         raise SpecError("spec.stateStore", "must be an object with url and/or secretRef")
     url = _string(raw, "url", path="spec.stateStore.url")
-    if url is not None and not url.startswith(_STORE_SCHEMES):
-        raise SpecError(
-            "spec.stateStore.url", f"must start with redis://, rediss:// or file://, got {url!r}"
-        )
+    problem = None if url is None else store_url_problem(url)
+    if problem is not None:
+        raise SpecError("spec.stateStore.url", problem)
     secret = None
     if raw.get("secretRef") is not None:
         ref = raw["secretRef"]
@@ -187,6 +192,49 @@ def _state_store(raw: Any) -> StateStore | None:
     return StateStore(url=url, secret=secret)
 
 
+def store_url_problem(url: str) -> str | None:
+    """Why ``url`` cannot name a state store (text to follow the field's name), or None.
+
+    A URL that passes is one the trainer and redis-py both read as written: redis-py would
+    otherwise take ``redis://`` for localhost, drop a port of 0 or a database path it cannot
+    read, and fail only later (a ValueError or TypeError, never a retried connection error)
+    on a bad port or query option.
+    """
+    if not url.startswith(_STORE_SCHEMES):
+        return f"must start with redis://, rediss:// or file://, got {url!r}"
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError as exc:  # e.g. an unclosed [IPv6] bracket
+        return f"is not a valid URL ({exc})"
+    if parts.scheme == "file":
+        if not parts.netloc + parts.path:
+            return "needs a path, e.g. file:///checkpoints/autolrs-state"
+        return None
+    host_port = parts.netloc.rpartition("@")[2]
+    _, colon, port = host_port.rpartition("]")[2].partition(":")
+    if not parts.hostname:
+        return f"needs a host, e.g. {parts.scheme}://redis:6379/0"
+    if colon and port and not (re.fullmatch(r"[0-9]{1,5}", port) and 1 <= int(port) <= 65535):
+        return f"has port {port!r}; the port must be an integer in [1, 65535]"
+    if not _REDIS_DB_PATH.fullmatch(parts.path):
+        return (
+            f"has path {parts.path!r}; the path must be a database number, "
+            f"e.g. {parts.scheme}://redis:6379/0"
+        )
+    if parts.fragment:
+        return f"must not have a #fragment, got {'#' + parts.fragment!r}"
+    try:  # redis-py's own reading of the query options, as the trainer's client makes it
+        pool = redis.ConnectionPool.from_url(url)
+        pool.make_connection()
+        pool.disconnect()
+    except (TypeError, ValueError, redis.RedisError) as exc:
+        unknown = _UNKNOWN_KEYWORD.search(str(exc))
+        if unknown:
+            return f"has query option {unknown.group(1)!r}, which redis-py does not accept for {parts.scheme}://"
+        return f"is refused by redis-py: {' '.join(str(exc).split())}"
+    return None
+
+
 def _checkpoint(raw: Any) -> tuple[str | None, str]:
     if raw is None:
         return None, DEFAULT_CHECKPOINT_PATH
@@ -199,10 +247,17 @@ def _checkpoint(raw: Any) -> tuple[str | None, str]:
     path = _string(raw, "path", path="spec.checkpoint.path") or DEFAULT_CHECKPOINT_PATH
     if not path.startswith("/"):
         raise SpecError("spec.checkpoint.path", f"must be an absolute path, got {path!r}")
+    if _same_path(path, SHM_PATH):
+        raise SpecError("spec.checkpoint.path", f"{SHM_PATH} is the workers' shared memory; give another path")
     return claim or alias, path
 
 
-def _pod_template(raw: Mapping[str, Any]) -> dict[str, Any]:
+def _same_path(a: str, b: str) -> bool:
+    """Whether two absolute paths name the same mount point (``/a//b/`` is ``/a/b``)."""
+    return re.sub("/+", "/", a).rstrip("/") == re.sub("/+", "/", b).rstrip("/")
+
+
+def _pod_template(raw: Mapping[str, Any], checkpoint_path: str) -> dict[str, Any]:
     allowed = ("nodeSelector", "tolerations", "env", "volumes", "volumeMounts", "serviceAccountName")
     for key in raw:
         if key not in allowed:
@@ -219,24 +274,30 @@ def _pod_template(raw: Mapping[str, Any]) -> dict[str, Any]:
                 f"{item['name']} is set by the operator; reserved: {', '.join(sorted(RESERVED_ENV))}",
             )
     volumes = _named_list(raw, "volumes")
+    for index, volume in enumerate(volumes):
+        if volume["name"] in RESERVED_VOLUMES:
+            raise SpecError(
+                f"spec.podTemplate.volumes[{index}].name",
+                f"{volume['name']} is a volume of the operator; reserved: {', '.join(sorted(RESERVED_VOLUMES))}",
+            )
     mounts = _named_list(raw, "volumeMounts")
     volume_names = {v["name"] for v in volumes}
+    taken = {checkpoint_path: "the checkpoint volume (spec.checkpoint.path)", SHM_PATH: "shared memory"}
     for index, mount in enumerate(mounts):
-        if not isinstance(mount.get("mountPath"), str) or not mount["mountPath"].startswith("/"):
-            raise SpecError(
-                f"spec.podTemplate.volumeMounts[{index}].mountPath", "must be an absolute path"
-            )
+        where = f"spec.podTemplate.volumeMounts[{index}]"
+        mount_path = mount.get("mountPath")
+        if not isinstance(mount_path, str) or not mount_path.startswith("/"):
+            raise SpecError(f"{where}.mountPath", "must be an absolute path")
         if mount["name"] not in volume_names:
-            raise SpecError(
-                f"spec.podTemplate.volumeMounts[{index}].name",
-                f"no volume named {mount['name']!r} in spec.podTemplate.volumes",
-            )
-    tolerations = raw.get("tolerations") or []
-    if not isinstance(tolerations, list) or not all(isinstance(t, Mapping) for t in tolerations):
-        raise SpecError("spec.podTemplate.tolerations", "must be a list of objects")
+            raise SpecError(f"{where}.name", f"no volume named {mount['name']!r} in spec.podTemplate.volumes")
+        user = next((what for path, what in taken.items() if _same_path(path, mount_path)), None)
+        if user is not None:
+            raise SpecError(f"{where}.mountPath", f"{mount_path} is already the mount path of {user}")
+        taken[mount_path] = f"spec.podTemplate.volumeMounts[{index}]"
+    tolerations = _object_list(raw, "tolerations")
     return {
         "node_selector": dict(node_selector),
-        "tolerations": [dict(t) for t in tolerations],
+        "tolerations": tolerations,
         "env": env,
         "volumes": volumes,
         "volume_mounts": mounts,
@@ -246,21 +307,32 @@ def _pod_template(raw: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _named_list(raw: Mapping[str, Any], key: str) -> list[dict[str, Any]]:
-    items = raw.get(key) or []
+def _object_list(raw: Mapping[str, Any], key: str) -> list[dict[str, Any]]:
+    """``spec.podTemplate.<key>``: absent (None) is empty, anything but a list of objects is an error."""
+    items = raw.get(key)
     path = f"spec.podTemplate.{key}"
+    if items is None:
+        return []
     if not isinstance(items, list):
-        raise SpecError(path, "must be a list of objects")
-    seen: set[str] = set()
-    out = []
+        raise SpecError(path, f"must be a list of objects, got {items!r}")
     for index, item in enumerate(items):
-        if not isinstance(item, Mapping) or not isinstance(item.get("name"), str) or not item["name"]:
+        if not isinstance(item, Mapping):
+            raise SpecError(f"{path}[{index}]", f"must be an object, got {item!r}")
+    return [dict(item) for item in items]
+
+
+def _named_list(raw: Mapping[str, Any], key: str) -> list[dict[str, Any]]:
+    """A list of objects that each have a non-empty name (unique but for volumeMounts)."""
+    items = _object_list(raw, key)
+    path = f"spec.podTemplate.{key}"
+    seen: set[str] = set()
+    for index, item in enumerate(items):
+        if not isinstance(item.get("name"), str) or not item["name"]:
             raise SpecError(f"{path}[{index}].name", "is required (a non-empty string)")
         if key != "volumeMounts" and item["name"] in seen:
             raise SpecError(f"{path}[{index}].name", f"duplicate name {item['name']!r}")
         seen.add(item["name"])
-        out.append(dict(item))
-    return out
+    return items
 
 
 def _string(

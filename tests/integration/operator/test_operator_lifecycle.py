@@ -4,11 +4,13 @@ kubernetes client: create, scale, suspend, failure and backoff, success, invalid
 from __future__ import annotations
 
 import json
+import time
 import urllib.request
+from typing import Any
 
 import pytest
 
-from tests.helpers.kmock_cluster import ClusterRunner, Kube, OperatorProcess, job_manifest, wait_for
+from tests.helpers.kmock_cluster import ApiError, ClusterRunner, Kube, OperatorProcess, job_manifest, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -169,6 +171,48 @@ def test_invalid_spec_past_the_schema_gets_a_condition_not_a_crash(
     kube.kubectl("patch", "alj", "invalid", "--type=merge", "-p", '{"spec":{"autolrs":{"minLR":0.01}}}')
     wait_for(lambda: len(kube.pod_names("invalid")) == 2, what="workers once the spec is fixed")
     assert kube.condition("invalid", "Failed")["reason"] == "SpecFixed"
+
+
+def _refuse_pods_with_an_untyped_volume(emulator: Any) -> None:
+    """Give this emulator (not the class) one check kube-apiserver makes on pods and the
+    emulator does not: a volume needs a type (422 Invalid, as the real server words it)."""
+    create = type(emulator).create_object.__get__(emulator)
+
+    def create_object(rdef: Any, namespace: str | None, body: Any) -> dict[str, Any]:
+        if rdef.kind == "Pod" and isinstance(body, dict):
+            for index, volume in enumerate((body.get("spec") or {}).get("volumes") or []):
+                if set(volume) <= {"name"}:
+                    raise ApiError(422, "Invalid", f'Pod "{body["metadata"]["name"]}" is invalid: '
+                                   f"spec.volumes[{index}]: Required value: must specify a volume type")
+        return create(rdef, namespace, body)
+
+    emulator.create_object = create_object
+
+
+def test_a_pod_the_api_server_refuses_fails_the_job_with_the_field_and_the_reason(
+    kube: Kube, cluster: ClusterRunner, operator: OperatorProcess
+) -> None:
+    cluster.call(_refuse_pods_with_an_untyped_volume)
+    try:
+        template = "  podTemplate:\n    volumes: [{name: data}]\n    volumeMounts: [{name: data, mountPath: /data}]\n"
+        kube.apply(job_manifest("refused", replicas=1, extra=template))
+        wait_for(lambda: kube.status("refused").get("phase") == "Failed", what="phase Failed")
+        failure = kube.condition("refused", "Failed")
+        assert (failure["status"], failure["reason"]) == ("True", "InvalidSpec")
+        assert failure["message"] == (
+            'spec.podTemplate.volumes[0]: rejected by the API server: Pod "refused-worker-0" is invalid: '
+            "spec.volumes[2]: Required value: must specify a volume type")
+        time.sleep(5)  # resync is 2 s: the operator sends the pod again, quietly
+        assert [e.type for e in kube.events("refused", "InvalidSpec")] == ["Warning"]
+        assert kube.status("refused")["phase"] == "Failed" and kube.pod_names("refused") == []
+        assert operator.alive
+        kube.kubectl("patch", "alj", "refused", "--type=merge", "-p",
+                     '{"spec":{"podTemplate":{"volumes":[{"name":"data","emptyDir":{}}]}}}')
+        wait_for(lambda: kube.pod_names("refused") == ["refused-worker-0"], what="the worker once the spec is fixed")
+        wait_for(lambda: kube.condition("refused", "Failed")["reason"] == "SpecFixed", what="SpecFixed")
+        wait_for(lambda: kube.status("refused").get("phase") == "Pending", what="phase Pending")
+    finally:
+        cluster.call(lambda emulator: emulator.__dict__.pop("create_object", None))
 
 
 def test_liveness_endpoint(operator: OperatorProcess) -> None:

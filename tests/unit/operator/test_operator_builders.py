@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import urllib.parse
 from typing import Any, Callable
 
 import kubernetes_validate
 import pytest
 
 from autolrs_operator.builders import (
-    build_service, build_worker_pod, operator_store_url, url_with_password,
+    build_service, build_worker_pod, operator_store_url, spec_field, url_with_password,
 )
 from autolrs_operator.spec import SecretKey, StateStore, parse_spec
 
@@ -159,10 +160,24 @@ def test_default_store_applies_when_the_job_names_none(make_job: Callable[..., d
         ("redis://user@r:6379/0", "redis://user:PW@r:6379/0"),
         ("rediss://user:old@r/0", "rediss://user:PW@r/0"),
         ("redis://:PW@r/0", "redis://:PW@r/0"),
+        ("redis://:old@r/0?socket_timeout=2#x", "redis://:PW@r/0?socket_timeout=2#x"),
+        ("redis://u:p%40ss@r:6379", "redis://u:PW@r:6379"),
+        ("redis://PW.ns.svc:6379/0", "redis://:PW@PW.ns.svc:6379/0"),  # the host is not the password
+        ("redis://r/0?password=PW", "redis://:PW@r/0?password=PW"),
     ],
 )
 def test_url_with_password(url: str, expected: str) -> None:
     assert url_with_password(url, "PW") == expected
+
+
+@pytest.mark.parametrize("password", ["svc", "6379", "redis", "ns", "0", "/", ":"])
+def test_a_password_that_is_part_of_the_url_is_still_injected(password: str) -> None:
+    """The password once went missing whenever its text occurred anywhere in the URL."""
+    store = StateStore(url="redis://redis.ns.svc:6379/0", secret=SecretKey("s", "k"))
+    url = operator_store_url(store, password)
+    assert url == f"redis://:{urllib.parse.quote(password, safe='')}@redis.ns.svc:6379/0"
+    parsed = urllib.parse.urlsplit(url)
+    assert (urllib.parse.unquote(parsed.password), parsed.hostname, parsed.port) == (password, "redis.ns.svc", 6379)
 
 
 def test_operator_store_url() -> None:
@@ -182,3 +197,28 @@ def test_owner_labels_never_override_ours(make_job: Callable[..., dict[str, Any]
     pod = build_worker_pod(job, parse_spec(job["spec"]), 0)
     assert pod["metadata"]["labels"]["autolrs.io/role"] == "worker"
     assert pod["metadata"]["labels"]["team"] == "vision"
+
+
+def test_spec_field_maps_pod_fields_to_the_job_fields_they_come_from(job: dict[str, Any]) -> None:
+    spec = parse_spec(job["spec"])
+    pod = build_worker_pod(job, spec, 0)
+    volumes = [v["name"] for v in pod["spec"]["volumes"]]
+    mounts = [m["name"] for m in pod["spec"]["containers"][0]["volumeMounts"]]
+    env = [e["name"] for e in pod["spec"]["containers"][0]["env"]]
+    data, data_mount, nccl = volumes.index("data"), mounts.index("data"), env.index("NCCL_DEBUG")
+    assert spec_field(pod, spec, f"spec.volumes[{data}].persistentVolumeClaim.claimName") == \
+        "spec.podTemplate.volumes[0].persistentVolumeClaim.claimName"
+    assert spec_field(pod, spec, f"spec.containers[0].volumeMounts[{data_mount}].mountPath") == \
+        "spec.podTemplate.volumeMounts[0].mountPath"
+    assert spec_field(pod, spec, f"spec.containers[0].env[{nccl}].valueFrom") == "spec.podTemplate.env[0].valueFrom"
+    assert spec_field(pod, spec, "spec.tolerations[0].operator") == "spec.podTemplate.tolerations[0].operator"
+    assert spec_field(pod, spec, "spec.nodeSelector") == "spec.podTemplate.nodeSelector"
+    assert spec_field(pod, spec, "spec.serviceAccountName") == "spec.podTemplate.serviceAccountName"
+    assert spec_field(pod, spec, "spec.containers[0].resources.limits[memory]") == "spec.resources.limits[memory]"
+    assert spec_field(pod, spec, "spec.containers[0].image") == "spec.image"
+    # the operator's own parts (and fields outside the pod) name no job field
+    assert spec_field(pod, spec, "spec.volumes[0].name") is None
+    assert spec_field(pod, spec, "spec.containers[0].env[0].valueFrom") is None
+    assert spec_field(pod, spec, f"spec.volumes[{len(volumes)}]") is None
+    assert spec_field(pod, spec, "spec.containers[0].securityContext.runAsNonRoot") is None
+    assert spec_field(pod, spec, "spec.imagePullSecrets") is None

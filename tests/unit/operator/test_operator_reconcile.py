@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import copy
 import datetime as dt
+import json
+import logging
 from typing import Any, Callable
 
+import kopf
 import pytest
+from prometheus_client import CollectorRegistry, Gauge
 
-from autolrs_operator.builders import build_worker_pod
-from autolrs_operator.reconcile import Backoff, Plan, format_time, plan
+from autolrs_operator import controller
+from autolrs_operator.builders import build_service, build_worker_pod
+from autolrs_operator.kube import KubeError
+from autolrs_operator.metrics import PhaseBook
+from autolrs_operator.reconcile import Backoff, Plan, format_time, plan, reject, rejection_error
+from autolrs_operator.settings import OperatorSettings
 from autolrs_operator.spec import parse_spec
 
 NOW = dt.datetime(2026, 11, 29, 12, 0, 0, tzinfo=dt.timezone.utc)
@@ -268,3 +278,233 @@ def test_conditions_keep_their_transition_time_while_unchanged(make_job: Callabl
     assert condition(later, "Created")["lastTransitionTime"] == format_time(NOW)
     assert condition(later, "Running")["lastTransitionTime"] == format_time(NOW)  # still True (1 >= min 1)
     assert condition(later, "Running")["message"] == "1/2 workers running"
+
+
+# ------------------------------------------------- objects the API server refuses to create
+
+DUPLICATE = (
+    'Pod "demo-worker-0" is invalid: [spec.volumes[3].name: Duplicate value: "data", '
+    'spec.containers[0].volumeMounts[2].mountPath: Invalid value: "/data": must be unique]'
+)
+
+
+def refused_job(make_job: Callable[..., dict]) -> dict[str, Any]:
+    return make_job(podTemplate={
+        "volumes": [{"name": "data", "emptyDir": {}}, {"name": "cache"}],
+        "volumeMounts": [{"name": "data", "mountPath": "/data"}],
+    })
+
+
+def test_rejection_error_names_the_job_field_behind_the_pod_field(make_job: Callable[..., dict]) -> None:
+    job = refused_job(make_job)
+    built = build_worker_pod(job, parse_spec(job["spec"]), 0)
+    from_causes = rejection_error(job, built, DUPLICATE, ["spec.volumes[3].name"])
+    assert str(from_causes) == f"spec.podTemplate.volumes[1].name: rejected by the API server: {DUPLICATE}"
+    assert from_causes.path == "spec.podTemplate.volumes[1].name"
+    # Without causes (as some admission plugins answer), the first field in the message counts.
+    assert rejection_error(job, built, DUPLICATE).path == "spec.podTemplate.volumes[1].name"
+    forbidden = 'pods "demo-worker-0" is forbidden: violates PodSecurity "restricted:latest": hostPath volumes'
+    assert str(rejection_error(job, built, forbidden)) == f"spec.podTemplate: rejected by the API server: {forbidden}"
+    operator_part = 'Pod "demo-worker-0" is invalid: spec.volumes[0].persistentVolumeClaim: Invalid value'
+    assert rejection_error(job, built, operator_part).path == "spec.podTemplate"
+    service = rejection_error(job, build_service(job), 'services "demo-rdzv" is forbidden: denied by policy')
+    assert str(service) == 'spec: rejected by the API server: services "demo-rdzv" is forbidden: denied by policy'
+
+
+def test_rejection_error_keeps_the_message_to_one_short_line(make_job: Callable[..., dict]) -> None:
+    job = make_job()
+    long = "admission webhook \"policy.example.com\" denied the request:\n" + "reason " * 100
+    message = str(rejection_error(job, build_worker_pod(job, parse_spec(job["spec"]), 0), long))
+    assert "\n" not in message and message.endswith("...")
+    assert len(message) == len("spec.podTemplate: rejected by the API server: ") + 300
+
+
+def test_a_refusal_fails_the_job_once_and_the_workers_are_sent_again_quietly(make_job: Callable[..., dict]) -> None:
+    job = refused_job(make_job)
+    first = run(job, [], service=False)
+    assert len(first.create_pods) == 2
+    job = after(job, first)
+    error = rejection_error(job, first.create_pods[0], DUPLICATE, ["spec.volumes[3].name"])
+    refused = reject(job, [], error, service_exists=True, now=NOW, backoff=BACKOFF)
+    failure = condition(refused, "Failed")
+    assert (failure["status"], failure["reason"]) == ("True", "InvalidSpec")
+    assert failure["message"].startswith("spec.podTemplate.volumes[1].name: rejected by the API server: ")
+    assert refused.status["phase"] == "Failed" and refused.create_pods == []
+    assert [(e.type, e.reason, e.message) for e in refused.events] == [("Warning", "InvalidSpec", failure["message"])]
+    job = after(job, refused)
+    # Later passes send the pods again, the job staying Failed, with no new Event or status.
+    retry = run(job, [], now=NOW + dt.timedelta(seconds=30))
+    assert [p["metadata"]["name"] for p in retry.create_pods] == ["demo-worker-0", "demo-worker-1"]
+    assert retry.status == {} and retry.events == []
+    again = reject(job, [], error, service_exists=True, now=NOW + dt.timedelta(seconds=30), backoff=BACKOFF)
+    assert again.status == {} and again.events == []
+    # Accepted at last (a policy changed): the job goes on.
+    accepted = run(job, [pod(job, 0), pod(job, 1)], now=NOW + dt.timedelta(seconds=60))
+    assert condition(accepted, "Failed")["status"] == "False"
+    assert condition(accepted, "Failed")["reason"] == "SpecFixed"
+    assert accepted.status["phase"] == "Pending"
+
+
+def test_a_refusal_stops_the_workers_that_were_created(make_job: Callable[..., dict]) -> None:
+    job = refused_job(make_job)
+    error = rejection_error(job, build_worker_pod(job, parse_spec(job["spec"]), 1), DUPLICATE)
+    refused = reject(job, [pod(job, 0)], error, service_exists=True, now=NOW, backoff=BACKOFF)
+    assert [d.name for d in refused.delete_pods] == ["demo-worker-0"]
+
+
+def test_a_spec_error_found_by_the_operator_is_not_retried_as_a_refusal(make_job: Callable[..., dict]) -> None:
+    job = make_job(status={"phase": "Failed", "conditions": [
+        {"type": "Failed", "status": "True", "reason": "InvalidSpec", "message": "spec.autolrs.minLR: bad"}]})
+    decided = run(job, [])
+    assert condition(decided, "Failed")["reason"] == "SpecFixed" and len(decided.create_pods) == 2
+
+
+# ------------------------------------------------------------- the controller's pass, with I/O
+
+
+class FakeKube:
+    """KubeApi's methods over in-memory objects; ``refuse`` answers pod creates with an error."""
+
+    def __init__(self, job: dict[str, Any], refuse: KubeError | None = None) -> None:
+        self.job = job
+        self.refuse = refuse
+        self.pods: dict[str, dict[str, Any]] = {}
+        self.service = False
+        self.created: list[str] = []
+
+    def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return copy.deepcopy(self.job)
+
+    def list_worker_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        return [copy.deepcopy(p) for p in self.pods.values()]
+
+    def service_exists(self, namespace: str, name: str) -> bool:
+        return self.service
+
+    def create(self, obj: dict[str, Any]) -> bool:
+        if obj["kind"] == "Pod" and self.refuse is not None:
+            raise self.refuse
+        self.created.append(obj["metadata"]["name"])
+        if obj["kind"] == "Service":
+            self.service = True
+        else:
+            self.pods[obj["metadata"]["name"]] = {**obj, "metadata": {**obj["metadata"], "uid": "u"}}
+        return True
+
+    def delete_pod(self, namespace: str, name: str, uid: str) -> bool:
+        return self.pods.pop(name, None) is not None
+
+    def patch_job_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        merged = dict(self.job.get("status") or {})
+        for key, value in status.items():
+            if value is None:
+                merged.pop(key, None)
+            else:
+                merged[key] = value
+        self.job["status"] = merged
+
+
+def api_error(code: int, message: str, fields: tuple[str, ...] = ()) -> KubeError:
+    body = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": message,
+            "reason": {400: "BadRequest", 403: "Forbidden", 422: "Invalid"}.get(code, "InternalError"),
+            "code": code, "details": {"causes": [{"field": f, "message": "x"} for f in fields]}}
+    return KubeError("POST", "/api/v1/namespaces/ns/pods", code, json.dumps(body))
+
+
+@pytest.fixture
+def posted(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str, str]]:
+    """The Events the controller posts (kopf.event needs a running operator)."""
+    events: list[tuple[str, str, str]] = []
+    monkeypatch.setattr(kopf, "event", lambda obj, *, type, reason, message: events.append((type, reason, message)))
+    return events
+
+
+def reconcile_once(api: FakeKube) -> Plan | None:
+    settings = OperatorSettings(backoff=BACKOFF)
+    book = PhaseBook(Gauge("test_jobs", "test", ["phase"], registry=CollectorRegistry()))
+    return asyncio.run(controller.reconcile(api, settings, book, "ns", "demo", logging.getLogger("test")))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "code,message,fields,path",
+    [
+        (422, DUPLICATE, ("spec.volumes[3].name", "spec.containers[0].volumeMounts[2].mountPath"),
+         "spec.podTemplate.volumes[1].name"),
+        (400, "Pod in version \"v1\" cannot be handled as a Pod: json: cannot unmarshal string", (), "spec.podTemplate"),
+        (403, 'pods "demo-worker-0" is forbidden: violates PodSecurity "restricted:latest": hostPath volumes', (),
+         "spec.podTemplate"),
+        (403, 'pods "demo-worker-0" is forbidden: error looking up service account ns/trainer: not found', (),
+         "spec.podTemplate"),
+    ],
+)
+def test_a_refused_pod_becomes_a_failed_condition_and_a_warning(
+    make_job: Callable[..., dict], posted: list, code: int, message: str, fields: tuple[str, ...], path: str,
+) -> None:
+    api = FakeKube(refused_job(make_job), refuse=api_error(code, message, fields))
+    decided = reconcile_once(api)
+    assert decided is not None and decided.phase == "Failed"
+    failure = next(c for c in api.job["status"]["conditions"] if c["type"] == "Failed")
+    assert (failure["status"], failure["reason"]) == ("True", "InvalidSpec")
+    assert failure["message"] == f"{path}: rejected by the API server: {message}"
+    assert api.job["status"]["phase"] == "Failed"
+    assert ("Warning", "InvalidSpec", failure["message"]) in posted
+    assert api.created == ["demo-rdzv"]
+    # The next pass sends the pods again and is refused again: no second Event, no flapping.
+    posted.clear()
+    before = copy.deepcopy(api.job["status"])
+    assert reconcile_once(api).phase == "Failed"
+    assert posted == [] and api.job["status"] == before
+    # Accepted once the policy allows it: the job continues.
+    api.refuse = None
+    reconcile_once(api)
+    assert sorted(api.pods) == ["demo-worker-0", "demo-worker-1"]
+    assert reconcile_once(api).phase == "Pending"
+    assert next(c for c in api.job["status"]["conditions"] if c["type"] == "Failed")["reason"] == "SpecFixed"
+
+
+@pytest.mark.parametrize(
+    "code,message",
+    [
+        (500, "etcdserver: request timed out"),
+        (503, "the server is currently unable to handle the request"),
+        (429, "too many requests"),
+        (403, 'pods is forbidden: User "system:serviceaccount:ops:autolrs" cannot create resource "pods"'),
+        (403, 'pods "demo-worker-0" is forbidden: exceeded quota: gpus, requested: nvidia.com/gpu=4'),
+        (403, 'pods "demo-worker-0" is forbidden: unable to create new content in namespace ns because it is being terminated'),
+    ],
+)
+def test_transient_create_errors_are_raised_for_a_retry_not_reported(
+    make_job: Callable[..., dict], posted: list, code: int, message: str
+) -> None:
+    api = FakeKube(refused_job(make_job), refuse=api_error(code, message))
+    with pytest.raises(KubeError) as caught:
+        reconcile_once(api)
+    assert caught.value.status == code and not caught.value.rejected
+    assert "Failed" not in [c["type"] for c in api.job["status"].get("conditions", [])]
+    assert [e for e in posted if e[1] == "InvalidSpec"] == []
+
+
+def test_a_refusal_for_a_spec_since_changed_is_not_recorded(make_job: Callable[..., dict], posted: list) -> None:
+    api = FakeKube(refused_job(make_job), refuse=api_error(422, DUPLICATE))
+    real_get = api.get_job
+    calls = []
+
+    def get_job(namespace: str, name: str) -> dict[str, Any] | None:
+        calls.append(name)
+        job = real_get(namespace, name)
+        if len(calls) > 1:  # the user edited the spec while the pods were being created
+            job["metadata"]["generation"] = 2
+        return job
+
+    api.get_job = get_job  # type: ignore[method-assign]
+    decided = reconcile_once(api)
+    assert decided is not None and decided.requeue_after == 0.0
+    assert "Failed" not in [c["type"] for c in api.job["status"].get("conditions", [])]
+    assert [e[1] for e in posted] == ["JobPending"]  # the first pass's own Event, nothing more
+
+
+def test_kube_error_reads_the_status_object() -> None:
+    error = api_error(422, DUPLICATE, ("spec.volumes[3].name",))
+    assert (error.message, error.fields, error.rejected) == (DUPLICATE, ["spec.volumes[3].name"], True)
+    plain = KubeError("POST", "/api/v1/namespaces/ns/pods", 502, "<html>bad gateway</html>")
+    assert (plain.message, plain.fields, plain.rejected) == ("<html>bad gateway</html>", [], False)

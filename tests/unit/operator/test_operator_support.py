@@ -45,12 +45,39 @@ def test_settings_from_env() -> None:
         ({"AUTOLRS_OPERATOR_RESYNC_SECONDS": "0"}, "AUTOLRS_OPERATOR_RESYNC_SECONDS must be >= 0.1"),
         ({"AUTOLRS_DEFAULT_STORE_URL": "mysql://x"}, "AUTOLRS_DEFAULT_STORE_URL must start with redis://"),
         ({"AUTOLRS_DEFAULT_STORE_SECRET": "only-a-name"}, "AUTOLRS_DEFAULT_STORE_SECRET must be SECRET_NAME/KEY"),
+        ({"AUTOLRS_OPERATOR_RESYNC_SECONDS": "nan"}, "AUTOLRS_OPERATOR_RESYNC_SECONDS must be a finite number, got 'nan'"),
+        ({"AUTOLRS_OPERATOR_STATUS_INTERVAL_SECONDS": "inf"},
+         "AUTOLRS_OPERATOR_STATUS_INTERVAL_SECONDS must be a finite number, got 'inf'"),
+        ({"AUTOLRS_OPERATOR_BACKOFF_BASE_SECONDS": "nan"},
+         "AUTOLRS_OPERATOR_BACKOFF_BASE_SECONDS must be a finite number, got 'nan'"),
+        ({"AUTOLRS_OPERATOR_BACKOFF_MAX_SECONDS": "-inf"}, "AUTOLRS_OPERATOR_BACKOFF_MAX_SECONDS must be a finite number"),
+        ({"AUTOLRS_OPERATOR_BACKOFF_BASE_SECONDS": "20", "AUTOLRS_OPERATOR_BACKOFF_MAX_SECONDS": "5"},
+         "AUTOLRS_OPERATOR_BACKOFF_MAX_SECONDS must be >= AUTOLRS_OPERATOR_BACKOFF_BASE_SECONDS (20), got 5"),
+        ({"AUTOLRS_OPERATOR_BACKOFF_BASE_SECONDS": "400"},  # above the default max of 300
+         "AUTOLRS_OPERATOR_BACKOFF_MAX_SECONDS must be >= AUTOLRS_OPERATOR_BACKOFF_BASE_SECONDS (400), got 300"),
+        ({"AUTOLRS_DEFAULT_STORE_URL": "redis://r:notaport"},
+         "AUTOLRS_DEFAULT_STORE_URL has port 'notaport'; the port must be an integer in [1, 65535]"),
+        ({"AUTOLRS_DEFAULT_STORE_URL": "redis://"}, "AUTOLRS_DEFAULT_STORE_URL needs a host"),
+        ({"AUTOLRS_DEFAULT_STORE_URL": "file://"}, "AUTOLRS_DEFAULT_STORE_URL needs a path"),
+        ({"AUTOLRS_DEFAULT_STORE_URL": "file:///state", "AUTOLRS_DEFAULT_STORE_SECRET": "s/k"},
+         "AUTOLRS_DEFAULT_STORE_SECRET must be unset with a file:// AUTOLRS_DEFAULT_STORE_URL"),
     ],
 )
 def test_bad_settings_name_the_variable(env: dict[str, str], message: str) -> None:
     with pytest.raises(ValueError) as caught:
         OperatorSettings.from_env(env)
-    assert str(caught.value).startswith(message)
+    assert str(caught.value).startswith(message), str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_backoff_max_may_equal_base_and_file_store_is_kept() -> None:
+    settings = OperatorSettings.from_env({
+        "AUTOLRS_OPERATOR_BACKOFF_BASE_SECONDS": "5",
+        "AUTOLRS_OPERATOR_BACKOFF_MAX_SECONDS": "5",
+        "AUTOLRS_DEFAULT_STORE_URL": "file:///shared/autolrs-state",
+    })
+    assert (settings.backoff.base_seconds, settings.backoff.max_seconds) == (5, 5)
+    assert settings.default_store == StateStore("file:///shared/autolrs-state")
 
 
 def test_status_from_heartbeat_maps_and_filters() -> None:
