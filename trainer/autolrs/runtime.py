@@ -15,7 +15,7 @@ from typing import Any, Iterator, Mapping
 
 from autolrs.distributed import WORLD_SIZE_ENV, _env_int
 from autolrs.stores.base import StateStore
-from autolrs.stores.factory import STORE_URL_ENV, open_store
+from autolrs.stores.factory import STORE_PASSWORD_ENV, STORE_URL_ENV, open_store
 
 CHECKPOINT_DIR_ENV = "AUTOLRS_CHECKPOINT_DIR"
 METRICS_PORT_ENV = "AUTOLRS_METRICS_PORT"
@@ -67,7 +67,8 @@ class Runtime:
 
                 job_key = job_key_from_env(env)
             with _folder_named_by(STORE_URL_ENV, url):
-                self.store = open_store(url, job_key=job_key)
+                self.store = open_store(url, job_key=job_key,
+                                        password=env.get(STORE_PASSWORD_ENV) or None)
             self.owned.append(self.store)
         directory = env.get(CHECKPOINT_DIR_ENV)
         if directory:

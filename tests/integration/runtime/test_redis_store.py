@@ -187,3 +187,24 @@ def test_expire_job_keys_sets_ttl_on_every_key_of_the_job_only(redis_service):
     for suffix in ("state", "decisions", "heartbeat"):
         assert 0 < raw.pttl(f"{PREFIX}{suffix}") <= 600_000
     assert raw.pttl(f"{other_prefix}state") == -1
+
+
+def test_the_operators_password_env_reaches_redis_whatever_its_characters(redis_service_factory):
+    """The operator passes the Secret's password in AUTOLRS_STORE_PASSWORD beside a URL
+    without one; pasted into the URL, @ / : # broke it (host 'ss', password 'p')."""
+    from autolrs.runtime import Runtime
+
+    password = "p@ss/w:rd#1%"
+    server = redis_service_factory(password=password)
+    bare_url = f"redis://127.0.0.1:{server.port}/0"
+    runtime = Runtime.from_env({"AUTOLRS_STORE_URL": bare_url, "AUTOLRS_STORE_PASSWORD": password,
+                                "AUTOLRS_JOB": "ml/bert", "AUTOLRS_JOB_UID": "abc"})
+    try:
+        assert runtime.store.save_state({"ok": True}, 0) == 1
+        assert runtime.store.load_state() == (1, {"ok": True})
+    finally:
+        runtime.close()
+    with pytest.raises(StoreUnavailableError, match="refused the credentials"):
+        RedisStore(bare_url, job_key=PREFIX, password="wrong", connect_attempts=1)
+    with pytest.raises(ValueError, match="AUTOLRS_STORE_PASSWORD is set, but AUTOLRS_STORE_URL is a file://"):
+        open_store("file:///tmp/x", password=password)

@@ -284,6 +284,7 @@ class RedisStore(StateStore):
         max_pending: int = DEFAULT_MAX_PENDING,
         close_timeout: float = 10.0,
         environ: Mapping[str, str] | None = None,
+        password: str | None = None,
     ):
         if connect_attempts < 1:
             raise ValueError(f"connect_attempts must be >= 1, got {connect_attempts}")
@@ -297,10 +298,13 @@ class RedisStore(StateStore):
         self.backoff_seconds = backoff_seconds
         self.max_backoff_seconds = max_backoff_seconds
         self.close_timeout = close_timeout
+        # A password given apart from the URL (raw, so any character works) counts only
+        # where the URL has none: redis-py lets the URL's own override it.
+        extra = {"password": password} if password else {}
         try:
             self._client = redis.Redis.from_url(
                 url, socket_timeout=socket_timeout, socket_connect_timeout=socket_timeout,
-                retry=Retry(NoBackoff(), 0), health_check_interval=0,
+                retry=Retry(NoBackoff(), 0), health_check_interval=0, **extra,
             )
         except ValueError as exc:
             raise ValueError(f"bad Redis URL {self.safe_url}: {_one_line(exc)}") from None
