@@ -137,6 +137,8 @@ def test_long_names_are_rejected(admission: SchemaAdmission) -> None:
         ({"replicas": 2}, {"replicas": 3}, "can change only when spec.maxReplicas is set"),
         ({"replicas": 2, "maxReplicas": 4}, {"replicas": 2, "maxReplicas": 3}, "spec.maxReplicas is immutable"),
         ({"replicas": 2, "minReplicas": 1, "maxReplicas": 4}, {"replicas": 2, "minReplicas": 2, "maxReplicas": 4}, "spec.minReplicas is immutable"),
+        ({"autolrs": {"minLR": 0.001, "maxLR": 1.0, "maxSteps": 3000}},
+         {"autolrs": {"minLR": 0.001, "maxLR": 1.0, "maxSteps": 6000}}, "spec.autolrs is immutable"),
     ],
 )
 def test_transition_rules_pin_the_torchrun_node_range(
