@@ -51,6 +51,11 @@ def test_create_makes_service_and_pods_then_runs(kube: Kube, operator: OperatorP
     assert printed == "Running 2"
     assert metric(operator.metrics_port, "autolrs_operator_jobs", '{phase="Running"}') >= 1  # type: ignore[attr-defined]
     assert metric(operator.metrics_port, "autolrs_operator_reconcile_seconds_count") > 0  # type: ignore[attr-defined]
+    # Started (status.startTime): the search config is fixed, other fields are not.
+    refused = kube.kubectl("patch", "alj", "create", "--type=merge", "-p", '{"spec":{"autolrs":{"maxSteps":9000}}}',
+                           check=False)
+    assert refused.returncode != 0 and "spec.autolrs is immutable once the job has started" in refused.stderr
+    kube.kubectl("patch", "alj", "create", "--type=merge", "-p", '{"spec":{"backoffLimit":3}}')
 
 
 def test_a_worker_that_cannot_start_is_named_in_the_running_condition(kube: Kube, operator: OperatorProcess) -> None:

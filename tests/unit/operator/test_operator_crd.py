@@ -137,8 +137,6 @@ def test_long_names_are_rejected(admission: SchemaAdmission) -> None:
         ({"replicas": 2}, {"replicas": 3}, "can change only when spec.maxReplicas is set"),
         ({"replicas": 2, "maxReplicas": 4}, {"replicas": 2, "maxReplicas": 3}, "spec.maxReplicas is immutable"),
         ({"replicas": 2, "minReplicas": 1, "maxReplicas": 4}, {"replicas": 2, "minReplicas": 2, "maxReplicas": 4}, "spec.minReplicas is immutable"),
-        ({"autolrs": {"minLR": 0.001, "maxLR": 1.0, "maxSteps": 3000}},
-         {"autolrs": {"minLR": 0.001, "maxLR": 1.0, "maxSteps": 6000}}, "spec.autolrs is immutable"),
     ],
 )
 def test_transition_rules_pin_the_torchrun_node_range(
@@ -152,6 +150,21 @@ def test_transition_rules_pin_the_torchrun_node_range(
     admission.default_and_prune(new)
     assert admission.errors(old) == []
     assert any(expected in e for e in admission.errors(new, old)), admission.errors(new, old)
+
+
+def test_autolrs_may_change_until_the_job_has_started(admission: SchemaAdmission) -> None:
+    old, new = _minimal(), _minimal()
+    new["spec"]["autolrs"]["maxSteps"] = 6000
+    for job in (old, new):
+        admission.default_and_prune(job)
+    assert admission.errors(new, old) == []  # never ran (e.g. fixing an InvalidSpec)
+    old["status"] = {"phase": "Failed"}
+    assert admission.errors(new, old) == []
+    old["status"] = {"phase": "Running", "startTime": "2026-12-03T12:00:00Z"}
+    assert any("spec.autolrs is immutable once the job has started" in e for e in admission.errors(new, old))
+    new["spec"]["autolrs"]["maxSteps"] = 3000
+    new["spec"]["replicas"] = 2  # other fields stay editable
+    assert admission.errors(new, old) == []
 
 
 def test_the_readmes_kubectl_scale_of_the_minimal_example_is_allowed(admission: SchemaAdmission) -> None:
