@@ -1,6 +1,6 @@
 {{/*
 Rules on namespaced resources: what kopf and the autolrs_operator handlers call in every
-namespace they serve. tests/integration/packaging/test_rbac.py checks them against the
+namespace they serve. tests/integration/packaging/test_chart_rbac.py checks them against the
 operator's code.
 */}}
 {{- define "autolrs.rbac.namespacedRules" -}}

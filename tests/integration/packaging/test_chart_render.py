@@ -435,7 +435,7 @@ def test_notes_tell_the_user_how_to_submit_and_follow_a_job(helm):
     ({"stateStore": {"mode": "sqlite"}}, "/stateStore/mode"),
     ({"stateStore": {"redis": {"persistence": {"size": "lots"}}}},
      "/stateStore/redis/persistence/size"),
-    ({"metrics": {"workerPortName": "metrics-port-too-long"}}, "/metrics/workerPortName"),
+    ({"metrics": {"workerPortName": "metrics"}}, "/metrics"),  # removed knob: refused, not ignored
     ({"monitoring": {"prometheusOperator": {"podMonitor": {"interval": "often"}}}},
      "/monitoring/prometheusOperator/podMonitor/interval"),
     ({"monitoring": {"grafanaDashboard": {"labels": {"grafana_dashboard": 1}}}},
