@@ -35,7 +35,8 @@ class Backoff:
 
     def delay(self, restarts: int) -> float:
         """Seconds to wait before creating the replacement for restart number ``restarts``."""
-        return min(self.base_seconds * 2 ** max(restarts - 1, 0), self.max_seconds)
+        # The exponent is capped: backoffLimit has no maximum, and 2**1100 overflows a float.
+        return min(self.base_seconds * 2.0 ** min(max(restarts - 1, 0), 64), self.max_seconds)
 
 
 @dataclass(frozen=True)

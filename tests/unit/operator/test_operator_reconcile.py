@@ -134,6 +134,14 @@ def test_failed_pod_is_counted_deleted_and_replaced_after_backoff(make_job: Call
 
 def test_backoff_grows_exponentially_and_is_capped() -> None:
     assert [BACKOFF.delay(n) for n in (1, 2, 3, 4, 5)] == [10, 20, 40, 60, 60]
+    assert BACKOFF.delay(5000) == 60  # backoffLimit has no maximum: no float overflow
+
+
+def test_a_job_with_thousands_of_restarts_still_plans(make_job: Callable[..., dict]) -> None:
+    job = make_job(backoffLimit=100000, status={"restarts": 4999})
+    decided = run(job, [failed(job, 0, uid="a")])
+    assert decided.status["restarts"] == 5000
+    assert decided.status["restartAfter"] == format_time(NOW + dt.timedelta(seconds=60))
 
 
 def test_two_failures_are_counted_one_pass_at_a_time(make_job: Callable[..., dict]) -> None:
