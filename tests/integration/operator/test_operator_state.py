@@ -128,3 +128,43 @@ def test_operator_restart_creates_no_duplicates_and_keeps_status(
     wait_for(lambda: len(kube.events("sturdy", "StageDecision")) == 2, what="the second decision event")
     assert sorted(e.message.split(":")[0] for e in kube.events("sturdy", "StageDecision")) == ["stage 0", "stage 1"]
     assert second.alive
+
+
+def test_the_default_store_password_secret_is_read_in_the_jobs_namespace(
+    kube: Kube, operator_factory: Callable[..., OperatorProcess]
+) -> None:
+    """The chart's path: AUTOLRS_DEFAULT_STORE_URL/SECRET, a password-protected Redis and
+    the Secret in the job's namespace. The operator reads the heartbeat with the password
+    (any characters), the workers get it beside the bare URL, deletion expires the keys."""
+    import base64
+
+    from kubernetes import client as k8s
+
+    from tests.helpers.services import redis_server
+
+    password = "p@ss/w:rd#1%"
+    with redis_server(password=password) as server:
+        bare = f"redis://127.0.0.1:{server.port}/0"
+        kube.core.create_namespaced_secret("default", k8s.V1Secret(
+            metadata=k8s.V1ObjectMeta(name="autolrs-redis"),
+            data={"redis-password": base64.b64encode(password.encode()).decode()}))
+        process = operator_factory(AUTOLRS_DEFAULT_STORE_URL=bare,
+                                   AUTOLRS_DEFAULT_STORE_SECRET="autolrs-redis/redis-password")
+        try:
+            kube.apply(job_manifest("secret", replicas=1))
+            kube.run_pods("secret", 1)
+            env = {e.name: e for e in kube.pods("secret")[0].spec.containers[0].env}
+            assert env["AUTOLRS_STORE_URL"].value == bare
+            ref = env["AUTOLRS_STORE_PASSWORD"].value_from.secret_key_ref
+            assert (ref.name, ref.key) == ("autolrs-redis", "redis-password")
+            client = redis_client.Redis.from_url(bare, password=password, decode_responses=True)
+            keys = prefix(kube, "secret")
+            beat(client, keys, step=40, stage=0, tau=100, lr=0.02, phase="search")
+            wait_for(lambda: kube.status("secret").get("step") == 40, what="status.step through the password")
+            assert kube.status("secret")["learningRate"] == 0.02
+            client.set(keys + "state", "{}")
+            kube.kubectl("delete", "autolrsjob", "secret", "--wait=false")
+            wait_for(lambda: 0 < client.ttl(keys + "state"), what="the job's keys expiring")
+            assert process.alive
+        finally:
+            process.stop()
