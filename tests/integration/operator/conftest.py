@@ -10,6 +10,7 @@ import pytest
 
 from tests.helpers.kmock_cluster import ClusterRunner, Kube, OperatorProcess
 from tests.helpers.cluster_fixtures import cluster, kube, redis  # noqa: F401 (fixtures)
+from tests.helpers.fixtures import prometheus_service_factory  # noqa: F401 (fixture)
 from tests.helpers.services import free_port
 
 FAST_OPERATOR_ENV = {

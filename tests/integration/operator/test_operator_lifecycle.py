@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from tests.helpers.dashboard import dashboard_queries, operator_panel
 from tests.helpers.kmock_cluster import ApiError, ClusterRunner, Kube, OperatorProcess, job_manifest, wait_for
 
 pytestmark = pytest.mark.slow
@@ -56,6 +57,18 @@ def test_create_makes_service_and_pods_then_runs(kube: Kube, operator: OperatorP
                            check=False)
     assert refused.returncode != 0 and "spec.autolrs is immutable once the job has started" in refused.stderr
     kube.kubectl("patch", "alj", "create", "--type=merge", "-p", '{"spec":{"backoffLimit":3}}')
+
+
+def test_the_dashboards_operator_panels_show_a_scraped_operator(
+    kube: Kube, operator: OperatorProcess, prometheus_service_factory: Any
+) -> None:
+    prom = prometheus_service_factory([f"127.0.0.1:{operator.metrics_port}"])  # type: ignore[attr-defined]
+    kube.apply(job_manifest("panels", replicas=1))
+    wait_for(lambda: kube.status("panels").get("phase") == "Pending", what="the job planned")
+    panels = [(title, expr) for title, expr in dashboard_queries("default", "panels") if operator_panel(expr)]
+    assert {title for title, _ in panels} >= {"AutoLRSJobs by phase", "Operator reconcile time"}
+    for title, expr in panels:
+        prom.wait_for(expr, timeout=60, predicate=bool)  # a refused query raises; no data times out
 
 
 def test_a_worker_that_cannot_start_is_named_in_the_running_condition(kube: Kube, operator: OperatorProcess) -> None:

@@ -8,6 +8,7 @@ import math
 import pytest
 
 from autolrs.runtime import Runtime
+from tests.helpers.dashboard import dashboard_queries, operator_panel
 from tests.helpers.services import free_port, promtool_check_endpoint
 from trainer_harness import (
     MAX_STEPS,
@@ -57,6 +58,15 @@ def test_prometheus_reads_the_learning_rate_the_trainer_used(tmp_path,
         seen = {float(v) for _, v in history[0]["values"]} - {math.nan}
         used = {start_record["lr"]} | {record["lr"] for record in steps}
         assert {lr for lr in seen if not math.isnan(lr)} <= used
+
+        # Every panel of the shipped Grafana dashboard is a query Prometheus accepts, and
+        # each trainer panel shows this run.
+        # (The operator's panels are proven against a scraped operator in
+        # tests/integration/operator/test_operator_lifecycle.py.)
+        for title, expr in dashboard_queries("ml", "charlm"):
+            result = prom.query(expr)  # a query Prometheus refuses raises here
+            if not operator_panel(expr):
+                assert result, f"dashboard panel {title!r} shows nothing for a real run: {expr}"
 
         check = promtool_check_endpoint(port)
         assert check.returncode == 0, check.stdout + check.stderr
