@@ -1,20 +1,57 @@
-"""``python -m bench [all|quality|cost|report]``: run the benchmarks and write bench/results/."""
+"""``python -m bench [all|quality|cost|report|ablation]``: run the benchmarks and write
+bench/results/."""
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
+from typing import Any, NoReturn
 
 DEFAULT_OUT = Path("bench/results")
 DOCS = Path("docs/bench.md")
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors on one line, like the other errors of the command; exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"bench: error: {message} (see python -m bench --help)\n")
+
+
+def positive_int(text: str) -> int:
+    """argparse type of ``--seeds`` and ``--jobs``: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {value}")
+    return value
+
+
+def task_names(text: str) -> list[str]:
+    """argparse type of ``--tasks``: comma-separated bench tasks, at least one, none twice."""
+    from bench.tasks import TASKS
+
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    allowed = f"allowed: {', '.join(TASKS)}"
+    unknown = [name for name in names if name not in TASKS]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown task {', '.join(map(repr, unknown))}; {allowed}")
+    if not names:
+        raise argparse.ArgumentTypeError(f"no task given in {text!r}; {allowed}")
+    twice = [name for i, name in enumerate(names) if name in names[:i]]
+    if twice:
+        raise argparse.ArgumentTypeError(f"task {twice[0]!r} given twice")
+    return names
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line (see ``--help``)."""
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser = _Parser(prog="python -m bench", description=__doc__)
     parser.add_argument("command", nargs="?", default="all",
                         choices=["all", "quality", "cost", "report", "ablation"],
                         help="all (default): quality runs, cost figures, then the report; "
@@ -23,11 +60,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true",
                         help="smoke run (~1 min): short budgets, 1 seed, small cost model; "
                              "writes to bench/results/quick unless --out is given")
-    parser.add_argument("--tasks", default="digits,mnist1d,charlm",
+    parser.add_argument("--tasks", type=task_names, default="digits,mnist1d,charlm",
                         help="comma-separated tasks (digits, mnist1d, charlm)")
-    parser.add_argument("--seeds", type=int, default=None,
-                        help="seeds per method (default 3, quick 1)")
-    parser.add_argument("--jobs", type=int, default=2, help="worker processes (1 thread each)")
+    parser.add_argument("--seeds", type=positive_int, default=None,
+                        help="seeds per method, >= 1 (default 3, quick 1)")
+    parser.add_argument("--jobs", type=positive_int, default=2,
+                        help="worker processes (1 thread each), >= 1; 1 runs every job in "
+                             "this process")
     parser.add_argument("--out", type=Path, default=None, help="results folder")
     parser.add_argument("--autolrs", action="append", default=[], metavar="NAME:FIELD=V,...",
                         help="an extra AutoLRS method with AutoLRSConfig overrides, e.g. "
@@ -56,64 +95,48 @@ def log(text: str) -> None:
     print(text, flush=True)
 
 
+def print_error(message: Any, status: int) -> int:
+    """Print ``bench: error: MESSAGE`` on stderr; return ``status`` (2: the input given
+    cannot be used; 1: jobs of the run failed)."""
+    print(f"bench: error: {message}", file=sys.stderr)
+    return status
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point."""
     args = build_parser().parse_args(argv)
-    from bench.methods import default_autolrs_methods, parse_autolrs_option, parse_baseline_option
+    from bench.methods import parse_autolrs_option, parse_baseline_option, quality_methods
+    from bench.runner import JobsFailed
 
+    out = args.out or (DEFAULT_OUT / "quick" if args.quick else DEFAULT_OUT)
+    seeds = list(range(args.seeds if args.seeds is not None else (1 if args.quick else 3)))
+    tasks = args.tasks
     try:
         extra = [parse_autolrs_option(text) for text in args.autolrs]
         baselines = [parse_baseline_option(text) for text in args.baseline]
         if baselines and args.command != "ablation":
             raise ValueError("--baseline adds an ablation variant: use it with the ablation "
                              "command (quality already runs every baseline)")
+        methods = (quality_methods(extra, presets=not args.no_presets)
+                   if args.command in ("all", "quality") else [])
+        if args.command in ("all", "cost"):
+            from bench.cost import check_devices
+
+            check_devices(args.device)
     except ValueError as exc:
-        print(f"bench: error: {exc}", file=sys.stderr)
-        return 2
-    out = args.out or (DEFAULT_OUT / "quick" if args.quick else DEFAULT_OUT)
-    seeds = list(range(args.seeds if args.seeds is not None else (1 if args.quick else 3)))
-    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+        return print_error(exc, 2)
     started = time.perf_counter()
     if args.command == "ablation":
-        from bench.ablation import (
-            ablation_table,
-            check_mergeable,
-            merge_ablation,
-            run_ablation,
-            select_variants,
-            write_ablation,
-        )
-
-        previous_path = out / "ablation.json"
-        try:
-            variants = select_variants(args.variants, extra, baselines)
-            previous = None
-            if args.merge:
-                if not previous_path.exists():
-                    raise ValueError(f"--merge: no {previous_path} to merge into")
-                previous = json.loads(previous_path.read_text())
-                check_mergeable(previous, seeds, tasks)
-        except ValueError as exc:
-            print(f"bench: error: {exc}", file=sys.stderr)
-            return 2
-        result = run_ablation(tasks, seeds, DEFAULT_OUT, jobs=args.jobs, log=log,
-                              variants=variants)
-        if previous is not None:
-            result = merge_ablation(previous, result)
-        write_ablation(result, out)
-        print(ablation_table(result))
-        return 0
+        return ablation_command(args, tasks, seeds, extra, baselines, out)
     if args.command in ("all", "quality"):
         from bench.quality import run_quality
         from bench.tasks import get_task
 
-        methods = ([] if args.no_presets else default_autolrs_methods()) + extra
         try:
-            run_quality([get_task(t, args.quick) for t in tasks], seeds, is_quick=args.quick, jobs=args.jobs,
-                        autolrs_methods=methods, out_dir=out, log=log)
-        except ValueError as exc:
-            print(f"bench: error: {exc}", file=sys.stderr)
-            return 2
+            run_quality([get_task(t, args.quick) for t in tasks], seeds, is_quick=args.quick,
+                        jobs=args.jobs, autolrs_methods=methods, out_dir=out, log=log)
+        except JobsFailed as exc:
+            return print_error(exc, 1)
     if args.command in ("all", "cost"):
         from bench.cost import QUICK, CostSettings, run_cost, write_cost
 
@@ -121,10 +144,59 @@ def main(argv: list[str] | None = None) -> int:
     from bench.report import write_report
 
     docs = DOCS if out == DEFAULT_OUT and DOCS.parent.is_dir() else None
-    write_report(out, docs_path=docs, quick=args.quick)
+    try:
+        write_report(out, docs_path=docs, quick=args.quick)
+    except ValueError as exc:
+        return print_error(exc, 2)
     print(f"bench: wrote {out}/ in {time.perf_counter() - started:.0f}s"
           + (f" and {docs}" if docs else ""))
     return 0
+
+
+def ablation_command(args: argparse.Namespace, tasks: list[str], seeds: list[int],
+                     extra: list[Any], baselines: list[Any], out: Path) -> int:
+    """The ablation command: check everything first, run, then write the variants that
+    finished (merged with --merge) and, if jobs failed, the rest beside them."""
+    from bench.ablation import (
+        ablation_table,
+        check_mergeable,
+        committed_summaries,
+        merge_ablation,
+        run_ablation,
+        select_variants,
+        split_failed,
+        write_ablation,
+        write_incomplete,
+    )
+    from bench.report import read_json_object
+    from bench.runner import failures_message
+
+    previous_path = out / "ablation.json"
+    try:
+        variants = select_variants(args.variants, extra, baselines)
+        committed_summaries(tasks, DEFAULT_OUT)
+        previous = None
+        if args.merge:
+            if not previous_path.exists():
+                raise ValueError(f"--merge: no {previous_path} to merge into")
+            previous = read_json_object(previous_path)
+            check_mergeable(previous, seeds, tasks)
+    except ValueError as exc:
+        return print_error(exc, 2)
+    result, incomplete = split_failed(run_ablation(tasks, seeds, DEFAULT_OUT, jobs=args.jobs,
+                                                   log=log, variants=variants))
+    if result["variants"]:
+        if previous is not None:
+            result = merge_ablation(previous, result)
+        write_ablation(result, out)
+        print(ablation_table(result))
+    if incomplete is None:
+        return 0
+    path = write_incomplete(incomplete, out)
+    written = (f"wrote the variants that finished to {previous_path}; "
+               if result["variants"] else f"left {previous_path} as it was; ")
+    return print_error(f"{failures_message(incomplete['failed'])}; {written}the failed "
+                       f"variants' finished rows and each failure's traceback are in {path}", 1)
 
 
 if __name__ == "__main__":

@@ -4,15 +4,14 @@ measured against the targets of the committed quality run (bench/results/<task>.
 from __future__ import annotations
 
 import concurrent.futures as cf
-import json
 import statistics
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from bench.machine import describe, machine_record
-from bench.methods import MethodSpec, autolrs_method
+from bench.methods import MethodSpec, autolrs_method, refuse_taken_name
 from bench.metrics import min_value, steps_to_target
-from bench.runner import run_job
+from bench.runner import job_failure, run_job
 from bench.tasks import get_task
 
 BEST_BASELINE = "best tuned baseline"
@@ -88,9 +87,7 @@ def select_variants(names: str | None, extra: Sequence[MethodSpec] = (),
     added = ([("--autolrs", m.name.removeprefix("autolrs-"), m.overrides) for m in extra]
              + [("--baseline", name, marker) for name, marker in baselines])
     for option, name, overrides in added:
-        if name in selected or name in known:
-            raise ValueError(f"{option}: variant name {name!r} is already a variant; "
-                             "give the extra one another name")
+        refuse_taken_name(option, name, {**known, **selected}, "variant")
         selected[name] = dict(overrides)
     return selected
 
@@ -108,18 +105,48 @@ def variant_method(name: str, overrides: dict[str, Any], committed: dict[str, An
     return autolrs_method(name, overrides)
 
 
+def committed_summaries(tasks: Sequence[str], results: Path) -> dict[str, dict[str, Any]]:
+    """Each task's summary from the committed quality run (``results/<task>.json``): the
+    target the ablation measures against. A missing or unreadable file is a one-line
+    ValueError saying which file and how to make it."""
+    from bench.report import read_json_object
+
+    summaries = {}
+    for task in tasks:
+        get_task(task)  # an unknown task: a ValueError naming the known ones
+        path = results / f"{task}.json"
+        make = (f"make it with `python -m bench quality --tasks {task}` (it writes "
+                f"{results}/)")
+        if not path.is_file():
+            raise ValueError(f"ablation: no committed quality result {path} for task {task} "
+                             f"(its target val loss is the ablation's target); {make}")
+        document = read_json_object(path)
+        if "summary" not in document:
+            raise ValueError(f"ablation: {path} is not a quality result (no summary); {make}")
+        summaries[task] = document["summary"]
+    return summaries
+
+
 def run_ablation(tasks: Sequence[str], seeds: Sequence[int], results: Path, jobs: int = 2,
                  log: Callable[[str], None] = print,
                  variants: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
-    """Run every variant on every task and seed; summarise against each task's target."""
+    """Run every variant on every task and seed; summarise against each task's target.
+
+    A job that raises stops no other; the result then lists it under ``failed``
+    (``job_failure`` records with ``task``, ``variant`` and ``seed``), and ``split_failed``
+    parts the variants that finished everywhere from those that did not."""
+    from bench.quality import executor
+
     variants = dict(VARIANTS) if variants is None else variants
+    summaries = committed_summaries(tasks, results)
     machine = machine_record()
     # Per variant: a merged file keeps rows of earlier runs, perhaps from another CPU.
     out: dict[str, Any] = {"variants": variants, "seeds": list(seeds), "tasks": {},
                            "machines": {name: machine for name in variants}}
-    with cf.ProcessPoolExecutor(jobs) as pool:
+    failed: list[dict[str, Any]] = []
+    with executor(jobs) as pool:
         for task in tasks:
-            committed = json.loads((results / f"{task}.json").read_text())["summary"]
+            committed = summaries[task]
             target = committed["target_val_loss"]
             futures = {
                 pool.submit(run_job, {"spec": get_task(task),
@@ -130,7 +157,13 @@ def run_ablation(tasks: Sequence[str], seeds: Sequence[int], results: Path, jobs
             rows: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
             for future in cf.as_completed(futures):
                 name, seed = futures[future]
-                record = future.result()
+                try:
+                    record = future.result()
+                except Exception as exc:  # noqa: BLE001 - recorded, the other jobs go on
+                    failed.append({**job_failure(f"{task} {name!r} seed {seed}", exc),
+                                   "task": task, "variant": name, "seed": seed})
+                    log(f"ablation {task} {name} seed {seed}: FAILED: {failed[-1]['error']}")
+                    continue
                 rows[name].append({
                     "seed": seed,
                     "steps_to_target": steps_to_target(record["curve"]["val_loss"], target),
@@ -145,7 +178,29 @@ def run_ablation(tasks: Sequence[str], seeds: Sequence[int], results: Path, jobs
                                   "best_baseline": committed["best_baseline"],
                                   "variants": {name: sorted(r, key=lambda x: x["seed"])
                                                for name, r in rows.items()}}
+    if failed:
+        out["failed"] = failed
     return out
+
+
+def split_failed(result: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """``result`` without the variants a job of which failed (what is left is complete:
+    every seed on every task, ready to write or merge), and those variants' finished rows
+    with the failures (None when nothing failed)."""
+    failed = result.get("failed") or []
+    broken = {f["variant"] for f in failed}
+    if not broken:
+        return {k: v for k, v in result.items() if k != "failed"}, None
+
+    def part(keep: Callable[[str], bool]) -> dict[str, Any]:
+        return {"variants": {n: o for n, o in result["variants"].items() if keep(n)},
+                "seeds": result["seeds"],
+                "tasks": {task: {**data, "variants": {n: rows for n, rows
+                                                      in data["variants"].items() if keep(n)}}
+                          for task, data in result["tasks"].items()},
+                "machines": {n: m for n, m in result.get("machines", {}).items() if keep(n)}}
+
+    return part(lambda n: n not in broken), {**part(lambda n: n in broken), "failed": failed}
 
 
 def check_mergeable(previous: dict[str, Any], seeds: Sequence[int], tasks: Sequence[str]) -> None:
@@ -222,3 +277,13 @@ def write_ablation(result: dict[str, Any], out: Path) -> None:
 
     atomic_write_json(out / "ablation.json", result)
     atomic_write_bytes(out / "ablation.md", ablation_table(result).encode())
+
+
+def write_incomplete(incomplete: dict[str, Any], out: Path) -> Path:
+    """``ablation.incomplete.json`` in ``out``: the failed variants' finished rows and the
+    failures with their tracebacks (``split_failed``); returns its path."""
+    from autolrs.atomic import atomic_write_json
+
+    path = out / "ablation.incomplete.json"
+    atomic_write_json(path, incomplete)
+    return path

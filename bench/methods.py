@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Collection, Sequence
 
 import torch
 
@@ -68,6 +68,28 @@ def default_autolrs_methods() -> list[MethodSpec]:
     """The reference algorithm and our defaults."""
     return [autolrs_method("paper", {"preset": "paper"}),
             autolrs_method("default", {"preset": "default"})]
+
+
+def refuse_taken_name(option: str, name: str, taken: Collection[str], what: str) -> None:
+    """Raise a one-line ValueError when the extra ``what`` (method, variant) that ``option``
+    adds is named like one in ``taken``: results are grouped by name, so the two would be
+    silently merged."""
+    if name in taken:
+        raise ValueError(f"{option}: {what} name {name!r} is already a {what}; "
+                         "give the extra one another name")
+
+
+def quality_methods(extra: Sequence[MethodSpec] = (), presets: bool = True) -> list[MethodSpec]:
+    """The AutoLRS methods of a quality run: the presets (unless not ``presets``), then
+    ``extra`` (``--autolrs``). The presets' names stay theirs even without them (the summary
+    compares every method with ``autolrs-paper``); a clash is a one-line ValueError."""
+    methods = default_autolrs_methods() if presets else []
+    taken = {m.name for m in default_autolrs_methods()}
+    for method in extra:
+        refuse_taken_name("--autolrs", method.name, taken, "method")
+        taken.add(method.name)
+        methods.append(method)
+    return methods
 
 
 def parse_autolrs_option(text: str) -> MethodSpec:

@@ -14,16 +14,37 @@ from bench.machine import describe
 TASK_ORDER = ("digits", "mnist1d", "charlm")
 
 
+def read_json_object(path: Path) -> dict[str, Any]:
+    """The JSON object in ``path`` (a bench result file); unreadable, not JSON or not an
+    object: a one-line ValueError naming the file."""
+    fix = "rewrite it with the bench command that made it, or move it away"
+    try:
+        document = json.loads(path.read_bytes())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno} column "
+                         f"{exc.colno}): {fix}") from None
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path} is not valid JSON (not UTF-8 text at byte {exc.start}): "
+                         f"{fix}") from None
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if not isinstance(document, dict):
+        raise ValueError(f"{path} is not a bench result (a JSON object) but a JSON "
+                         f"{type(document).__name__}: {fix}")
+    return document
+
+
 def load_results(out_dir: Path) -> tuple[dict[str, dict[str, Any]], dict[str, Any] | None]:
-    """Every ``<task>.json`` in ``out_dir`` (known tasks first) and ``cost.json`` if present."""
+    """Every ``<task>.json`` in ``out_dir`` (known tasks first) and ``cost.json`` if present;
+    a file that is not JSON is a one-line ValueError naming it."""
     results = {}
     names = sorted(p.stem for p in out_dir.glob("*.json") if p.stem != "cost")
     for name in sorted(names, key=lambda n: (TASK_ORDER.index(n) if n in TASK_ORDER else 99, n)):
-        document = json.loads((out_dir / f"{name}.json").read_text())
+        document = read_json_object(out_dir / f"{name}.json")
         if "summary" in document:  # a task's quality result (not ablation.json)
             results[name] = document
     cost_path = out_dir / "cost.json"
-    cost = json.loads(cost_path.read_text()) if cost_path.exists() else None
+    cost = read_json_object(cost_path) if cost_path.exists() else None
     return results, cost
 
 
@@ -232,8 +253,16 @@ def _measured_on(results: dict[str, dict[str, Any]]) -> str:
 
 
 def write_report(out_dir: Path, docs_path: Path | None = None, quick: bool = False) -> str:
-    """Write ``out_dir/README.md`` (and ``docs_path`` with links into ``out_dir``)."""
+    """Write ``out_dir/README.md`` (and ``docs_path`` with links into ``out_dir``); a folder
+    with nothing to report is a one-line ValueError naming it."""
+    if not out_dir.is_dir():
+        raise ValueError(f"no results to report: {out_dir}/ is not a folder (give --out the "
+                         "folder a quality or cost run wrote)")
     results, cost = load_results(out_dir)
+    if not results and cost is None:
+        raise ValueError(f"no results to report in {out_dir}/: no <task>.json with a summary "
+                         "and no cost.json (run `python -m bench quality` or `python -m bench "
+                         "cost` with this --out first)")
     title = "# Benchmark results" + (" (quick smoke run: not the real figures)" if quick else "")
     intro = (f"{title}\n\nReproduce with `make bench` (`python -m bench`); "
              "see docs/bench.md for what each figure means.\n\n")

@@ -9,7 +9,8 @@ from __future__ import annotations
 import math
 import random
 import time
-from typing import Any
+import traceback
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -26,6 +27,40 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     """Entry point for worker processes: ``{"spec", "method", "seed"}`` -> a record."""
     single_thread()
     return run_one(job["spec"], MethodSpec.from_dict(job["method"]), job["seed"])
+
+
+class JobsFailed(RuntimeError):
+    """Raised at the end of a run in which some jobs raised, after what finished was written;
+    ``failures`` holds their ``job_failure`` records."""
+
+    def __init__(self, message: str, failures: Sequence[dict[str, Any]]):
+        super().__init__(message)
+        self.failures = list(failures)
+
+
+def job_failure(job: str, exc: BaseException) -> dict[str, Any]:
+    """The JSON-able record of a job that raised: what it ran (``job``, e.g. ``digits cosine
+    seed 0``), its error on one line and its traceback (a worker's own included)."""
+    return {"job": job, "error": one_line_error(exc),
+            "traceback": "".join(traceback.format_exception(exc))}
+
+
+def one_line_error(exc: BaseException) -> str:
+    """``TypeName: message`` with the message's whitespace (newlines too) collapsed."""
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def failures_message(failures: Sequence[dict[str, Any]], shown: int = 3,
+                     width: int = 160) -> str:
+    """One line naming the failed jobs and their errors (the first ``shown`` of them, each
+    error cut at ``width`` characters)."""
+    def short(error: str) -> str:
+        return error if len(error) <= width else error[:width - 3] + "..."
+
+    named = "; ".join(f"{f['job']} ({short(f['error'])})" for f in failures[:shown])
+    more = f"; and {len(failures) - shown} more" if len(failures) > shown else ""
+    return f"{len(failures)} job{'s' if len(failures) != 1 else ''} failed: {named}{more}"
 
 
 def single_thread() -> None:

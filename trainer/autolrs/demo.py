@@ -12,7 +12,7 @@ import json
 import math
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +21,19 @@ import torch
 
 from autolrs.atomic import atomic_write_bytes, atomic_write_json
 from autolrs.config import AutoLRSConfig
+from autolrs.decision_log import ReplayLog
 from autolrs.engine import backoff
 from autolrs.plot import plot_schedule
 from autolrs.scheduler import AutoLRS
+from autolrs.stores.base import StateStore
 from autolrs.stores.file import FileStore
 from autolrs.tasks.digits import digits_task
 from autolrs.tasks.loop import Curve, train
 
 CHECKPOINT_EVERY = 500
+SETTINGS_FILE = "settings.json"
+NOT_SETTINGS = ("run_dir", "progress")  # where a run is written and how it is shown
+FLAGS = {"max_steps": "--steps", "seed": "--seed", "preset": "--preset"}  # of `autolrs demo`
 
 
 @dataclass
@@ -44,6 +49,74 @@ class DemoOptions:
     tau: int = 200
     tau_max: int = 1600
     progress: bool = True
+
+
+def run_settings(opts: DemoOptions) -> dict[str, Any]:
+    """What defines a run (every option but where it is written and how it is shown): a
+    run folder resumes only under the same settings."""
+    return {name: value for name, value in asdict(opts).items() if name not in NOT_SETTINGS}
+
+
+def claim_run_dir(opts: DemoOptions) -> None:
+    """Record the run's settings in a new run folder, or check that a folder being resumed
+    was made with the same ones: else a one-line ValueError naming those that differ."""
+    path = opts.run_dir / SETTINGS_FILE
+    settings = run_settings(opts)
+    fresh = "use a fresh --run-dir for a new run"
+    if not path.exists():
+        if (opts.run_dir / "checkpoint.pt").exists() or (opts.run_dir / "store").exists():
+            raise ValueError(f"--run-dir {opts.run_dir} holds a run without {SETTINGS_FILE} "
+                             f"(made by an older autolrs demo), so it cannot be resumed "
+                             f"safely: remove it (rm -r {opts.run_dir}) or {fresh}")
+        atomic_write_json(path, settings)
+        return
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"--run-dir {opts.run_dir}: cannot read {path} ({exc}): "
+                         f"{fresh}") from None
+    if not isinstance(saved, dict):
+        raise ValueError(f"--run-dir {opts.run_dir}: {path} is not a settings object: {fresh}")
+    differing = [f"{FLAGS.get(name, name)} {saved.get(name)!r} there, {value!r} now"
+                 for name, value in settings.items() if saved.get(name) != value]
+    if differing:
+        raise ValueError(f"--run-dir {opts.run_dir} holds a run made with other settings "
+                         f"({'; '.join(differing)}): {fresh}, or the same settings to "
+                         "resume it")
+
+
+class ResumedStore(StateStore):
+    """``store`` for a run (re)started in its folder from a checkpoint of ``step`` (0: from
+    the start): the decisions the lost run logged after that step are not appended again
+    when the replay makes them once more (``ReplayLog``, as
+    ``AutoLRS.resume_from_checkpoint`` does for the checkpoints it loads itself; the demo
+    loads its own)."""
+
+    def __init__(self, store: StateStore, step: int):
+        self.store = store
+        self._replay = ReplayLog(store.decisions(), after_step=step)
+
+    def load_state(self) -> tuple[int, dict[str, Any] | None]:
+        return self.store.load_state()
+
+    def save_state(self, state: dict[str, Any], expected_version: int) -> int:
+        return self.store.save_state(state, expected_version)
+
+    def append_decision(self, decision: dict[str, Any]) -> None:
+        for entry in self._replay.entries_for(decision):
+            self.store.append_decision(entry)
+
+    def decisions(self) -> list[dict[str, Any]]:
+        return self.store.decisions()
+
+    def heartbeat(self, info: dict[str, Any], ttl_seconds: float) -> None:
+        self.store.heartbeat(info, ttl_seconds)
+
+    def read_heartbeat(self) -> dict[str, Any] | None:
+        return self.store.read_heartbeat()
+
+    def close(self) -> None:
+        self.store.close()
 
 
 def _config(opts: DemoOptions) -> AutoLRSConfig:
@@ -71,17 +144,19 @@ def _load_checkpoint(path: Path) -> dict[str, Any] | None:
 
 
 def run_autolrs(opts: DemoOptions) -> tuple[AutoLRS, Curve, float]:
-    """Train with AutoLRS, checkpointing to the run folder; resume if a checkpoint exists."""
+    """Train with AutoLRS, checkpointing to the run folder; resume if a checkpoint exists
+    (only under the settings the folder was made with: ``claim_run_dir``)."""
+    claim_run_dir(opts)
     task = digits_task(seed=opts.seed)
     torch.manual_seed(opts.seed)
     model = task.make_model()
     optimizer = torch.optim.SGD(model.parameters(), lr=opts.min_lr, momentum=0.9)
-    store = FileStore(opts.run_dir / "store")
+    checkpoint_path = opts.run_dir / "checkpoint.pt"
+    saved = _load_checkpoint(checkpoint_path)
+    store = ResumedStore(FileStore(opts.run_dir / "store"), saved["step"] if saved else 0)
     sched = AutoLRS(model, optimizer, _config(opts),
                     val_fn=lambda: task.evaluate(model)[0], store=store)
-    checkpoint_path = opts.run_dir / "checkpoint.pt"
     curve, start_step = Curve(), 0
-    saved = _load_checkpoint(checkpoint_path)
     if saved is not None:
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
