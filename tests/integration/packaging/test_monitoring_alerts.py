@@ -43,6 +43,7 @@ class AlertCase:
     labels: dict[str, str] | None = None
     value: float = 0.0
     extra_series: dict[str, str] = field(default_factory=dict)
+    summary: str | None = None  # the firing alert's summary, written out by hand
 
     @property
     def fires(self) -> bool:
@@ -53,7 +54,7 @@ CASES = [
     AlertCase("AutoLRSJobFailed", "two jobs reach phase Failed and stay there",
               {_series("autolrs_operator_jobs", {"phase": "Failed", "pod": "op-0", "instance": "10.0.0.5:9100"}): "0 0 1 2 2 2 2 2",
                _series("autolrs_operator_jobs", {"phase": "Running", "pod": "op-0", "instance": "10.0.0.5:9100"}): "3 3 2 1 1 1 1 1"},
-              "6m", labels={"phase": "Failed"}, value=2),
+              "6m", labels={"phase": "Failed"}, value=2, summary="2 AutoLRSJob(s) in phase Failed"),
     AlertCase("AutoLRSJobFailed", "jobs run and succeed, none fails",
               {_series("autolrs_operator_jobs", {"phase": "Failed"}): "0 0 0 0 0 0 0 0",
                _series("autolrs_operator_jobs", {"phase": "Succeeded"}): "0 0 1 2 3 3 3 3",
@@ -63,7 +64,8 @@ CASES = [
               {_series("autolrs_optimizer_steps_total", {**JOB, "phase": "exploit"}):
                    _steps(0, 100, 11) + " " + " ".join(["1000"] * 30),
                _series("autolrs_optimizer_steps_total", {**JOB, "phase": "search"}): " ".join(["500"] * 41)},
-              "35m", labels=dict(JOB), value=0),
+              "35m", labels=dict(JOB), value=0,
+              summary="AutoLRSJob ml/digits made no optimizer step for 20 minutes"),
     AlertCase("AutoLRSJobStalled", "steady progress, slow search stages included",
               {_series("autolrs_optimizer_steps_total", {**JOB, "phase": "exploit"}): _steps(0, 100, 41),
                _series("autolrs_optimizer_steps_total", {**JOB, "phase": "search"}): " ".join(["500"] * 41)},
@@ -74,7 +76,7 @@ CASES = [
     AlertCase("AutoLRSWorkerRestartsClimbing", "a worker pod is replaced every minute",
               {_series("autolrs_operator_pod_restarts_total", OPERATOR_TARGET): "0 0 1 2 3 4 5 6 7 8 9"},
               "10m", labels={"job": "autolrs-operator-metrics", "namespace": "autolrs-system"},
-              value=9),
+              value=9, summary="9 AutoLRSJob worker pods replaced in 30 minutes"),
     AlertCase("AutoLRSWorkerRestartsClimbing", "two restarts in 30 minutes stay below the threshold",
               {_series("autolrs_operator_pod_restarts_total", OPERATOR_TARGET):
                    "0 0 0 1 1 1 1 1 2 2 2 2 2 2 2 2"},
@@ -85,10 +87,12 @@ CASES = [
               "40m"),
     AlertCase("AutoLRSForecastUnreliable", "forecasts miss by 45% for 20 minutes",
               {_series("autolrs_forecast_error", JOB): " ".join(["0.45"] * 21)},
-              "20m", labels=dict(JOB), value=0.45),
+              "20m", labels=dict(JOB), value=0.45,
+              summary="AutoLRSJob ml/digits: loss forecasts are off by more than 30%"),
     AlertCase("AutoLRSForecastUnreliable", "forecasts clipped to zero miss by -100% for 20 minutes",
               {_series("autolrs_forecast_error", JOB): " ".join(["-1"] * 21)},
-              "20m", labels=dict(JOB), value=1),
+              "20m", labels=dict(JOB), value=1,
+              summary="AutoLRSJob ml/digits: loss forecasts are off by more than 30%"),
     AlertCase("AutoLRSForecastUnreliable", "forecasts 20% too low stay below the threshold",
               {_series("autolrs_forecast_error", JOB): " ".join(["-0.2"] * 21)},
               "20m"),
@@ -169,6 +173,18 @@ def test_promtool_checks_the_charts_prometheusrule(helm, promtool, tmp_path):
     result = subprocess.run([promtool, "check", "rules", str(rule_file)],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_each_firing_summary_reads_as_written_out():
+    """The annotations promtool compares are rendered by this file from the rule's own
+    template; the summary of each firing case is also written out here, so a template that
+    renders nonsense cannot pass."""
+    rules = _rules()
+    for case in (c for c in CASES if c.fires):
+        rule = rules[case.alert]
+        labels = {**case.labels, **rule.get("labels", {})}
+        assert case.summary, f"{case.alert} ({case.story}) needs its expected summary"
+        assert _render_annotation(rule["annotations"]["summary"], labels, case.value) == case.summary
 
 
 def test_every_alert_has_a_firing_and_a_silent_case():
