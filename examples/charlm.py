@@ -39,7 +39,10 @@ def main() -> None:
     config = None if "AUTOLRS_CONFIG" in os.environ else AutoLRSConfig(
         min_lr=1e-4, max_lr=3e-2, tau=200, tau_max=1600, max_steps=args.max_steps,
         seed=args.seed)
-    sched = AutoLRS(net, optimizer, config, val_fn=lambda: task.evaluate(model)[0])
+    sched = AutoLRS(net, optimizer, config, val_fn=lambda: task.evaluate(model)[0],
+                    batch_size=task.batch_size)  # per rank: lrScaling follows the world size
+    if sched.steps and dist.is_main:             # a restarted worker: say where it resumed
+        print(f"resumed from the checkpoint of step {sched.steps}", flush=True)
 
     # sched.steps > 0 after a resume: continue the data where the checkpoint left it.
     batches = task.batches(seed=args.seed, rank=dist.rank, world_size=dist.world_size,
