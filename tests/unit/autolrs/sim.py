@@ -62,3 +62,22 @@ def make_config(**overrides) -> AutoLRSConfig:
                 max_steps=300, seed=0)
     base.update(overrides)
     return AutoLRSConfig(**base)
+
+
+class NanValidation(ToyTraining):
+    """The toy whose validation loss is NaN after a step at an LR above ``nan_above`` (an
+    evaluation that overflows while the training loss is still finite)."""
+
+    def __init__(self, seed: int = 0, nan_above: float = 0.3):
+        super().__init__(seed)
+        self.nan_above = nan_above
+        self.last_lr: float | None = None
+
+    def train_step(self, lr: float) -> float:
+        self.last_lr = lr
+        return super().train_step(lr)
+
+    def val_loss(self) -> float:
+        if self.last_lr is not None and self.last_lr > self.nan_above:
+            return float("nan")
+        return super().val_loss()

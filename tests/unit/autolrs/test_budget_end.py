@@ -271,3 +271,119 @@ def test_a_held_stage_survives_a_state_round_trip():
     drive(ctrl, env)
     drive(restored, twin)
     assert restored.history == ctrl.history
+
+
+# ---------------------------------------------------------------- the budget ends mid-search
+
+
+def _kinds(actions) -> list:
+    return [(a.kind, a.slot) if a.slot else a.kind for a in actions]
+
+
+def _paper_two_stage_config(**overrides) -> AutoLRSConfig:
+    """Stage 0: two 2-step trials and a 10-step exploit (steps 0-14); stage 1 (tau 20)
+    starts at step 14 with a 4-step trial. No budget fitting: the budget may cut it."""
+    return make_config(preset="paper", tau=10, tau_max=20, trial_fraction=0.2,
+                       trials_per_stage=2, **overrides)
+
+
+def test_a_budget_that_ends_in_a_stages_first_trial_restores_the_stage_start():
+    """max_steps falls inside stage 1's first trial (no trial of the stage finished): the
+    model goes back to the stage snapshot and the LR to the last stage's, not the
+    unmeasured trial LR's, and the cut stage is recorded as incomplete."""
+    cfg = _paper_two_stage_config(max_steps=16)
+    ctrl, env = StageController(cfg), ToyTraining()
+    drive(ctrl, env, until_step=15)
+    assert ctrl.phase == "search" and ctrl.stage == 1  # the premise: mid-trial
+    trial_lr, stage_start_w = ctrl.lr, env.slots["stage"].copy()
+    stage0 = ctrl.history[0]
+    assert trial_lr != stage0["lr"]
+    actions = ctrl.observe_loss(env.train_step(ctrl.lr))
+    assert _kinds(actions) == [("restore", "stage"), "set_lr", "done"]
+    assert actions[1].lr == stage0["lr"] == ctrl.lr
+    env.apply(actions)
+    assert (env.w == stage_start_w).all()  # not the trial's state
+    cut = ctrl.history[-1]
+    assert (cut["stage"], cut["start_step"], cut["end_step"]) == (1, stage0["end_step"], 16)
+    assert cut["incomplete"] is True and cut["trials"] == [] and cut["lr"] == stage0["lr"]
+    assert ctrl.done and not stage0.get("incomplete")
+
+
+def test_a_cooldown_that_starts_in_a_stages_first_trial_decays_the_last_stages_lr():
+    """The same cut by the cooldown (20 steps, 4 of them cooldown: it starts at step 16):
+    the cooldown decays stage 0's LR, not that of the trial it interrupted."""
+    cfg = _paper_two_stage_config(max_steps=20, cooldown=0.2)
+    assert cfg.resolved().cooldown_steps == 4
+    ctrl, lrs = _lrs(cfg)
+    stage0, cut, cooldown = ctrl.history
+    assert cut["incomplete"] is True and cut["trials"] == [] and cut["end_step"] == 16
+    assert lrs[14] != stage0["lr"]  # step 15 ran at the interrupted trial's LR
+    assert cut["lr"] == stage0["lr"] == cooldown["lr"]
+    assert cooldown["cooldown"] and (cooldown["start_step"], cooldown["end_step"]) == (16, 20)
+    assert lrs[16:] == pytest.approx([stage0["lr"] * k / 4 for k in (4, 3, 2, 1)])
+
+
+def _mid_search_with_finished_trials(cfg: AutoLRSConfig, saved_best: bool):
+    """A run without a budget, stopped in a trial after at least two of its stage finished
+    (with a kept best-trial snapshot when ``saved_best``), at an LR that is not the best's."""
+    ctrl, env = StageController(cfg), ToyTraining()
+    env.apply(ctrl.start())
+    while True:
+        s = ctrl.s
+        if (s["phase"] == "search" and s["trial"] is not None and s["trial"]["steps"] >= 1
+                and len(s["observations"]) >= 2 and (s["best_saved"] is not None) == saved_best
+                and ctrl._best_observation() is not None
+                and ctrl._best_observation()["lr"] != ctrl.lr):
+            return ctrl, env
+        assert ctrl.steps < 2000, "no such point in the run"
+        env.apply(ctrl.observe_loss(env.train_step(ctrl.lr)))
+
+
+def _with_budget_ending_next_step(ctrl: StageController) -> StageController:
+    """The same state with max_steps one step ahead. The trial gate (a trial starts only
+    when it fits before the budget's end) keeps a run from getting there by itself: this
+    is the guard behind it."""
+    state = json.loads(json.dumps(ctrl.state_dict()))
+    state["config"]["max_steps"] = state["steps"] + 1
+    return StageController.from_state(state)
+
+
+def test_a_budget_end_mid_search_continues_from_the_kept_best_trial():
+    cfg = make_config(max_steps=None, range_test=False)
+    ctrl, env = _mid_search_with_finished_trials(cfg, saved_best=True)
+    finished = ctrl.s["observations"]
+    completed = [t for t in finished if t["outcome"] == "completed"]
+    assert all(t["score"] > 0 for t in completed)  # no floor ties: score + std decides
+    best = min(completed, key=lambda t: t["score"] + t["std"])
+    assert finished[ctrl.s["best_saved"]] is best
+    best_w, stage, trial_lr = env.slots["best"].copy(), ctrl.stage, ctrl.lr
+    ctrl = _with_budget_ending_next_step(ctrl)
+    actions = ctrl.observe_loss(env.train_step(trial_lr))
+    assert _kinds(actions) == [("restore", "best"), ("drop", "best"), "set_lr", "done"]
+    assert actions[2].lr == best["lr"] == ctrl.lr != trial_lr
+    env.apply(actions)
+    assert (env.w == best_w).all() and "best" not in env.slots
+    cut = ctrl.history[-1]
+    assert cut["stage"] == stage and cut["incomplete"] is True
+    assert cut["lr"] == best["lr"] and cut["end_step"] == ctrl.steps == ctrl.cfg.max_steps
+    assert [t["lr"] for t in cut["trials"]] == [t["lr"] for t in finished]
+    assert ctrl.done
+
+
+def test_a_budget_end_mid_search_without_kept_trials_restores_the_stage_at_the_best_lr():
+    cfg = make_config(preset="paper", max_steps=None)
+    ctrl, env = _mid_search_with_finished_trials(cfg, saved_best=False)
+    finished = ctrl.s["observations"]
+    best = min((t for t in finished if t["score"] is not None), key=lambda t: t["score"])
+    stage_w, stage, trial_lr = env.slots["stage"].copy(), ctrl.stage, ctrl.lr
+    ctrl = _with_budget_ending_next_step(ctrl)
+    actions = ctrl.observe_loss(env.train_step(trial_lr))
+    assert _kinds(actions) == [("restore", "stage"), "set_lr", "done"]
+    assert actions[1].lr == best["lr"] == ctrl.lr != trial_lr
+    env.apply(actions)
+    assert (env.w == stage_w).all()
+    cut = ctrl.history[-1]
+    assert cut["stage"] == stage and cut["incomplete"] is True and cut["lr"] == best["lr"]
+    assert cut["end_step"] == ctrl.steps == ctrl.cfg.max_steps
+    assert [t["lr"] for t in cut["trials"]] == [t["lr"] for t in finished]
+    assert ctrl.done

@@ -8,7 +8,13 @@ import pytest
 
 from autolrs.config import AutoLRSConfig
 from autolrs.engine.bo import LRSearch, Observation, SearchSpace
-from autolrs.engine.controller import BRACKET_LOG10, StageController
+from autolrs.engine.controller import (
+    ADAPTIVE_KAPPA,
+    ADAPTIVE_MARGIN,
+    BRACKET_LOG10,
+    CONVERGED_LOG10,
+    StageController,
+)
 
 from .sim import ToyTraining, drive, make_config
 
@@ -37,17 +43,42 @@ def test_a_bracketed_search_has_worse_trials_on_both_sides_of_its_choice():
     assert checked >= 3
 
 
+def _open_sides(stage: dict, cfg: AutoLRSConfig) -> list[int]:
+    """The sides (+1 above, -1 below) of a stage's chosen LR with no other trial within
+    BRACKET_LOG10 decades and not at the interval's end: where its search was not
+    bracketed (every other trial of the stage ranked below the chosen one)."""
+    chosen = math.log10(stage["lr"])
+    others = [math.log10(t["lr"]) for t in stage["trials"] if t["lr"] != stage["lr"]]
+    return [side for side, edge in ((1, math.log10(cfg.max_lr)), (-1, math.log10(cfg.min_lr)))
+            if abs(edge - chosen) >= 1e-3
+            and not any(0 < side * (x - chosen) <= BRACKET_LOG10 for x in others)]
+
+
+def _searched_to_a_stop(stage: dict, cfg: AutoLRSConfig) -> bool:
+    """The search ended by its own stop test (not the trial cap k, no rollback)."""
+    return len(stage["trials"]) < cfg.trials_per_stage and not stage["rollbacks"]
+
+
 def test_without_bracketing_a_search_may_stop_unbracketed():
-    # The switch really switches: the same run without it ends some stage one-sided.
-    cfg = make_config(tau=50, tau_max=100, trials_per_stage=10, max_steps=1200,
-                      max_lr_decay=0.0, bracket_search=False)
-    ctrl = StageController(cfg)
-    drive(ctrl, ToyTraining(seed=3))
-    on = StageController(make_config(tau=50, tau_max=100, trials_per_stage=10,
-                                     max_steps=1200, max_lr_decay=0.0))
+    # The switch really switches: without it the adaptive stop ends stage 0 with no trial
+    # within BRACKET_LOG10 below its choice (nor is min_lr that close); with it, the same
+    # stage goes on until one does bracket the choice.
+    kw = dict(tau=50, tau_max=100, trials_per_stage=10, max_steps=400, max_lr_decay=0.0,
+              range_test=False)
+    off_cfg, on_cfg = make_config(bracket_search=False, **kw), make_config(**kw)
+    off, on = StageController(off_cfg), StageController(on_cfg)
+    drive(off, ToyTraining(seed=3))
     drive(on, ToyTraining(seed=3))
-    assert ([len(h["trials"]) for h in full_stages(ctrl)]
-            != [len(h["trials"]) for h in full_stages(on)])
+    unbracketed = [h for h in full_stages(off)
+                   if _searched_to_a_stop(h, off_cfg) and _open_sides(h, off_cfg)]
+    assert [h["stage"] for h in unbracketed] == [0] and _open_sides(unbracketed[0], off_cfg) == [-1]
+    stage = full_stages(on)[0]
+    assert stage["stage"] == 0 and _searched_to_a_stop(stage, on_cfg)
+    assert _open_sides(stage, on_cfg) == []
+    # The bracketing trial is extra: the runs agree until the unbracketed stop.
+    n = len(unbracketed[0]["trials"])
+    assert [t["lr"] for t in stage["trials"][:n]] == [t["lr"] for t in unbracketed[0]["trials"]]
+    assert len(stage["trials"]) > n
 
 
 def test_early_validation_scores_trials_on_validation_loss_from_the_first_stage():
@@ -244,25 +275,48 @@ def test_new_switches_are_on_in_default_and_off_in_paper():
     assert (camel.bracket_search, camel.early_validation, camel.max_lr_decay) == (False, False, 4.0)
 
 
+# Forecasts in a valley with a gap of almost two decades in the interval's middle: the GP's
+# lower bound (kappa 1) bottoms out in the gap, far from any tried LR.
+VALLEY_LRS = [0.001, 0.002, 0.004, 0.008, 0.5, 1.0]
+VALLEY_SCORES = [2.0, 1.0, 0.1, 0.0, 1.0, 2.0]
+
+
 def _floored_stage(scores: list[float]) -> StageController:
-    lrs = [0.003, 0.01, 0.03, 0.1, 0.3, 0.5]
     return _stage_with([{"lr": lr, "score": sc, "std": 0.01, "outcome": "completed"}
-                        for lr, sc in zip(lrs, scores)], bracket_search=False,
+                        for lr, sc in zip(VALLEY_LRS, scores)], bracket_search=False,
                        trials_per_stage=10, max_steps=5000, min_trial_steps=1)
 
 
-def test_a_search_whose_best_forecast_is_at_the_zero_floor_stops(monkeypatch):
+def _gp_bound(ctrl: StageController) -> tuple[float, float, float]:
+    """The GP's real lower bound, where it is, and how far that is from the nearest tried
+    LR (decades)."""
+    bound, where = ctrl._search().lower_bound(ctrl._bo_observations(), ADAPTIVE_KAPPA,
+                                              ctrl.s["stage_record"]["reference_loss"])
+    distance = min(abs(math.log10(where) - math.log10(lr)) for lr in VALLEY_LRS)
+    return bound, where, distance
+
+
+def test_a_search_whose_best_forecast_is_at_the_zero_floor_stops():
     # Digits' first stage: several trials forecast a validation loss of 0 (the floor of a
     # non-negative loss). The GP's lower bound dips below 0 between them, which used to
     # promise an improvement no forecast can deliver and kept the search going to k.
-    ctrl = _floored_stage([2.0, 0.0, 0.0, 0.0, 0.4, 2.2])
-    search = ctrl._search()
-    monkeypatch.setattr(search, "lower_bound", lambda *a, **k: (-0.3, 0.02))
+    ctrl = _floored_stage(VALLEY_SCORES)
+    best = ctrl._best_observation()
+    bound, _, distance = _gp_bound(ctrl)
+    margin = max(ADAPTIVE_MARGIN * abs(best["score"]), 0.5 * best["std"])
+    # Taken as it is, the bound promises more than the margin, away from every tried LR:
+    # only the floor at 0 stops the search.
+    assert best["score"] == 0.0 and best["score"] - bound > margin
+    assert distance > CONVERGED_LOG10
     assert ctrl._keep_searching() is False
-    # A loss that may be negative (some score below 0) keeps the bound as the GP gives it.
-    ctrl = _floored_stage([2.0, -0.1, -0.1, 0.0, 0.4, 2.2])
-    search = ctrl._search()
-    monkeypatch.setattr(search, "lower_bound", lambda *a, **k: (-0.5, 0.02))
+    # The same valley moved down by 0.2 (some scores below 0: a loss that may be negative)
+    # keeps the bound as the GP gives it, and the search goes on.
+    ctrl = _floored_stage([s - 0.2 for s in VALLEY_SCORES])
+    best = ctrl._best_observation()
+    shifted, _, distance = _gp_bound(ctrl)
+    assert best["score"] < 0 and shifted == pytest.approx(bound - 0.2, abs=1e-6)
+    assert best["score"] - shifted > max(ADAPTIVE_MARGIN * abs(best["score"]), 0.5 * best["std"])
+    assert distance > CONVERGED_LOG10
     assert ctrl._keep_searching() is True
 
 

@@ -17,6 +17,8 @@ def _run(**overrides) -> StageController:
 
 
 def _trial_lengths(stage: dict) -> set[int]:
+    """How long the stage's completed trials ran (an early-stopped or diverged trial ends
+    sooner by design)."""
     return {t["steps"] for t in stage["trials"] if t["outcome"] == "completed"}
 
 
@@ -27,14 +29,16 @@ def test_default_lengthens_the_first_stages_trials_to_the_floor():
     assert first["trial_steps"] == 40 and _trial_lengths(first) == {40}
     # tau 400 * 0.1 = 40: the floor changes nothing.
     assert second["tau"] == 400 and second["trial_steps"] == 40
-    assert _trial_lengths(second) <= {40}
+    assert _trial_lengths(second) == {40}
 
 
 @pytest.mark.parametrize("overrides", [dict(preset="paper"), dict(min_trial_steps=1)])
 def test_without_a_floor_trials_are_tau_times_trial_fraction(overrides):
     ctrl = _run(**overrides)
     first = ctrl.history[0]
-    assert first["trial_steps"] == 20 and _trial_lengths(first) <= {20}
+    assert first["trial_steps"] == 20 and _trial_lengths(first) == {20}
+    second = ctrl.history[1]  # tau 400: 40 steps, floor or not
+    assert second["trial_steps"] == 40 and _trial_lengths(second) == {40}
     if overrides.get("preset") == "paper":
         assert len(first["trials"]) == 10  # the reference runs all k trials
 

@@ -787,6 +787,8 @@ class StageController:
             and s["observations"][ranking[0]]["outcome"] == "completed"
         )
         if continue_from_trial and last_trial_is_best:
+            if s["best_saved"] is not None:  # an earlier trial's end state, now beaten
+                actions.append(Action("drop", slot="best"))
             remaining = s["tau"] - s["trial_steps"]
             kept_steps = s["trial_steps"]
         elif continue_from_trial and s["best_saved"] == ranking[0]:
