@@ -387,3 +387,19 @@ def test_a_budget_end_mid_search_without_kept_trials_restores_the_stage_at_the_b
     assert cut["end_step"] == ctrl.steps == ctrl.cfg.max_steps
     assert [t["lr"] for t in cut["trials"]] == [t["lr"] for t in finished]
     assert ctrl.done
+
+
+@pytest.mark.parametrize("max_steps", [49, 50, 51])
+def test_a_stage_that_exactly_fills_the_budget_is_final_and_complete(max_steps):
+    """With no cooldown, a stage costing 2*10 trial steps + 40 - 10 kept = 50 steps: at a
+    budget of exactly 50 it was not marked final, so its exploit ran into the budget's end
+    unplanned and the stage was recorded incomplete, without its forecast error."""
+    cfg = make_config(tau=40, tau_max=40, trial_fraction=0.25, trials_per_stage=2,
+                      early_stop_trials=False, adaptive_trials=False, warm_start=False,
+                      range_test=False, cooldown=0.0, max_steps=max_steps)
+    ctrl = StageController(cfg)
+    drive(ctrl, ToyTraining())
+    first = ctrl.history[0]
+    assert not first.get("incomplete") and first["forecast_error"] is not None
+    assert first["final"] == (max_steps <= 50)
+    assert ctrl.history[-1]["end_step"] == max_steps

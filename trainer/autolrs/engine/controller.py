@@ -329,8 +329,10 @@ class StageController:
         final = False
         if self.cfg.fit_final_stage and remaining is not None:
             cost = self._stage_cost(s["tau"], s["trial_steps"])
+            # A stage that exactly fills what is left is the final one too: else its exploit
+            # ends on the budget's last step unplanned and is recorded incomplete.
+            final = remaining <= cost
             if remaining < cost:
-                final = True
                 scale = remaining / cost
                 tau = max(1, int(s["tau"] * scale))
                 # Shrunk with the stage, not floored by min_trial_steps (trial_steps_for):
