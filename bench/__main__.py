@@ -90,6 +90,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Options that mean something to some commands only: given to another, they would be
+# silently ignored, so they are refused (argparse dest -> commands that use it).
+OPTION_COMMANDS = {
+    "baseline": ("ablation",), "variants": ("ablation",), "merge": ("ablation",),
+    "no_presets": ("all", "quality"), "device": ("all", "cost"),
+    "autolrs": ("all", "quality", "ablation"), "seeds": ("all", "quality", "ablation"),
+}
+
+
+def check_options_apply(args: argparse.Namespace) -> None:
+    """A one-line ValueError for the first option given that the command does not use."""
+    for dest, commands in OPTION_COMMANDS.items():
+        value = getattr(args, dest)
+        if value not in (None, False, []) and args.command not in commands:
+            flag = "--" + dest.replace("_", "-")
+            if dest == "baseline":
+                raise ValueError("--baseline adds an ablation variant: use it with the ablation "
+                                 "command (quality already runs every baseline)")
+            names = commands[0] if len(commands) == 1 else \
+                f"{', '.join(commands[:-1])} and {commands[-1]} commands"
+            raise ValueError(f"{flag} applies to the {names}{' command' if len(commands) == 1 else ''}, "
+                             f"not {args.command!r}")
+
+
 def log(text: str) -> None:
     """Progress lines, flushed (the full bench is usually run with its output in a file)."""
     print(text, flush=True)
@@ -114,9 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         extra = [parse_autolrs_option(text) for text in args.autolrs]
         baselines = [parse_baseline_option(text) for text in args.baseline]
-        if baselines and args.command != "ablation":
-            raise ValueError("--baseline adds an ablation variant: use it with the ablation "
-                             "command (quality already runs every baseline)")
+        check_options_apply(args)
         methods = (quality_methods(extra, presets=not args.no_presets)
                    if args.command in ("all", "quality") else [])
         if args.command in ("all", "cost"):

@@ -135,3 +135,18 @@ def test_quality_methods_have_names_of_their_own():
     with pytest.raises(ValueError, match="'autolrs-tau400' is already a method"):
         quality_methods([extra, parse_autolrs_option("tau400:tau=800")])
 
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["quality", "--merge"], "--merge applies to the ablation command, not 'quality'"),
+    (["all", "--variants", "default"], "--variants applies to the ablation command, not 'all'"),
+    (["ablation", "--no-presets"], "--no-presets applies to the all and quality commands, not 'ablation'"),
+    (["quality", "--device", "cpu"], "--device applies to the all and cost commands, not 'quality'"),
+    (["cost", "--autolrs", "x:kappa=3"], "--autolrs applies to the all, quality and ablation commands, not 'cost'"),
+    (["report", "--seeds", "12"], "--seeds applies to the all, quality and ablation commands, not 'report'"),
+    (["quality", "--baseline", "c:constant@0.01"], "--baseline adds an ablation variant"),
+])
+def test_an_option_the_command_would_ignore_is_refused(argv, message, capsys, tmp_path):
+    assert main([*argv, "--out", str(tmp_path / "out")]) == 2
+    assert message in one_line_error(capsys)
+    assert not (tmp_path / "out").exists()
