@@ -182,6 +182,7 @@ def ablation_command(args: argparse.Namespace, tasks: list[str], seeds: list[int
     from bench.ablation import (
         ablation_table,
         check_mergeable,
+        clear_incomplete,
         committed_summaries,
         merge_ablation,
         run_ablation,
@@ -213,6 +214,7 @@ def ablation_command(args: argparse.Namespace, tasks: list[str], seeds: list[int
         write_ablation(result, out)
         print(ablation_table(result))
     if incomplete is None:
+        clear_incomplete(out, set(result["variants"]))
         return 0
     path = write_incomplete(incomplete, out)
     written = (f"wrote the variants that finished to {previous_path}; "

@@ -279,6 +279,16 @@ def write_ablation(result: dict[str, Any], out: Path) -> None:
     atomic_write_bytes(out / "ablation.md", ablation_table(result).encode())
 
 
+def clear_incomplete(out: Path, finished: set[str]) -> None:
+    """Remove ``ablation.incomplete.json`` from ``out`` once every variant it records has
+    finished (in ``finished``); one that still names others stays."""
+    from bench.report import read_json_object
+
+    path = out / "ablation.incomplete.json"
+    if path.exists() and set(read_json_object(path).get("variants", {})) <= finished:
+        path.unlink()
+
+
 def write_incomplete(incomplete: dict[str, Any], out: Path) -> Path:
     """``ablation.incomplete.json`` in ``out``: the failed variants' finished rows and the
     failures with their tracebacks (``split_failed``); returns its path."""

@@ -87,6 +87,8 @@ def run_quality(tasks: Sequence[TaskSpec], seeds: Sequence[int], is_quick: bool 
             return
         if task in results:
             write_results({task: results[task]}, out_dir)
+            # A rerun that finished supersedes what an earlier failed one left.
+            (out_dir / f"{task}.incomplete.json").unlink(missing_ok=True)
         else:
             atomic_write_json(out_dir / f"{task}.incomplete.json", build_incomplete(
                 specs[task], runs[task], failures[task], seeds, is_quick))

@@ -132,3 +132,37 @@ def test_the_ablation_command_writes_what_finished_then_exits_1(tmp_path, monkey
     assert "| digits | best tuned baseline | " in captured.out
     incomplete = json.loads((out / "ablation.incomplete.json").read_text())
     assert list(incomplete["variants"]) == ["c0.3"] and incomplete["failed"][0]["seed"] == 0
+
+
+def test_a_rerun_that_finishes_removes_what_the_failed_run_left(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    _committed(tmp_path / "bench" / "results")
+    monkeypatch.setattr(bench.ablation, "get_task", lambda name: TINY)
+    out = tmp_path / "out"
+    argv = ["ablation", "--tasks", "digits", "--seeds", "1", "--jobs", "1",
+            "--variants", "best tuned baseline", "--baseline", "c0.3:constant@0.3",
+            "--baseline", "c0.1:constant@0.1", "--out", str(out)]
+    with monkeypatch.context() as patch:
+        failing(bench.ablation, patch, "digits", "c0.3", 0)
+        assert main(argv) == 1
+    assert (out / "ablation.incomplete.json").exists()
+    # A rerun of other variants leaves the record of c0.3's failure alone ...
+    assert main([*argv[:7], "--variants", "best tuned baseline", "--out", str(out), "--merge"]) == 0
+    assert (out / "ablation.incomplete.json").exists()
+    # ... a rerun in which c0.3 finishes removes it.
+    assert main([*argv, "--merge"]) == 0
+    assert not (out / "ablation.incomplete.json").exists()
+    assert {"c0.3", "c0.1", "best tuned baseline"} <= set(json.loads((out / "ablation.json").read_text())["variants"])
+    capsys.readouterr()
+
+
+def test_a_quality_rerun_that_finishes_removes_the_tasks_incomplete_file(tmp_path, monkeypatch):
+    with monkeypatch.context() as patch:
+        failing(bench.quality, patch, "digits", "autolrs-default", 0)
+        with pytest.raises(JobsFailed):
+            bench.quality.run_quality([TINY], seeds=[0], jobs=1, out_dir=tmp_path,
+                                      autolrs_methods=[autolrs_method("default")], log=lambda _: None)
+    assert (tmp_path / "digits.incomplete.json").exists() and not (tmp_path / "digits.json").exists()
+    bench.quality.run_quality([TINY], seeds=[0], jobs=1, out_dir=tmp_path,
+                              autolrs_methods=[autolrs_method("default")], log=lambda _: None)
+    assert (tmp_path / "digits.json").exists() and not (tmp_path / "digits.incomplete.json").exists()
