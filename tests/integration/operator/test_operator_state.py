@@ -168,3 +168,30 @@ def test_the_default_store_password_secret_is_read_in_the_jobs_namespace(
             assert process.alive
         finally:
             process.stop()
+
+
+def test_with_redis_down_the_job_still_goes_and_the_operator_says_why(
+    kube: Kube, operator_factory: Callable[..., OperatorProcess]
+) -> None:
+    """The state store is unreachable: the status timer logs and carries on, and deleting
+    the job retries the key expiry a few times, then lets the job go, saying so."""
+    from tests.helpers.services import redis_server
+
+    with redis_server() as server:
+        process = operator_factory()
+        try:
+            kube.apply(job_manifest("cutoff", replicas=1, extra=store_extra(server)))
+            kube.run_pods("cutoff", 1)
+            wait_for(lambda: kube.status("cutoff").get("phase") == "Running", what="Running")
+            server.stop(kill=True)
+            wait_for(lambda: "cannot read the trainer's progress from the state store" in process.log(),
+                     timeout=60, what="the status timer's warning")
+            kube.kubectl("delete", "autolrsjob", "cutoff", "--wait=false")
+            wait_for(lambda: "cutoff" not in [j["metadata"]["name"] for j in kube.jobs()],
+                     timeout=120, what="the job deleted despite the store being down")
+            log = process.log()
+            assert "cannot reach the state store to expire autolrs:default:cutoff:" in log
+            assert "gave up expiring autolrs:default:cutoff:" in log and "after 4 tries" in log
+            assert process.alive
+        finally:
+            process.stop()
