@@ -236,3 +236,40 @@ def test_a_pod_the_api_server_refuses_fails_the_job_with_the_field_and_the_reaso
 def test_liveness_endpoint(operator: OperatorProcess) -> None:
     url = f"http://127.0.0.1:{operator.liveness_port}/healthz"  # type: ignore[attr-defined]
     assert wait_for(lambda: urllib.request.urlopen(url, timeout=5).status == 200, what="liveness 200")
+
+
+def test_the_images_healthcheck_follows_the_real_operator(
+    operator_factory: Any, tmp_path: Any
+) -> None:
+    """The image's HEALTHCHECK script, run against a real kopf operator's process: healthy
+    while kopf's liveness endpoint answers, unhealthy while the operator hangs."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.helpers.dockerfile_model import healthcheck_script, parse_dockerfile
+
+    dockerfile = Path(__file__).resolve().parents[3] / "Dockerfile"
+    script = tmp_path / "autolrs-healthcheck"
+    script.write_text(healthcheck_script(parse_dockerfile(dockerfile.read_text())))
+    process = operator_factory()
+    pid = process.process.pid
+
+    def check() -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, str(script), str(pid)], capture_output=True,
+                              text=True, timeout=30)
+
+    try:
+        wait_for(lambda: check().returncode == 0, timeout=30, what="a healthy operator")
+        os.kill(pid, signal.SIGSTOP)  # hung: the liveness endpoint stops answering
+        try:
+            hung = check()
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        assert hung.returncode == 1
+        assert f"autolrs-healthcheck: http://127.0.0.1:{process.liveness_port}/healthz" in hung.stderr  # type: ignore[attr-defined]
+        wait_for(lambda: check().returncode == 0, timeout=30, what="healthy again once it runs")
+    finally:
+        process.stop()

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dockerfile_model import Dockerfile, dockerignore_excludes, parse_dockerfile
+from tests.helpers.dockerfile_model import Dockerfile, dockerignore_excludes, healthcheck_script as read_healthcheck_script, parse_dockerfile
 
 BUILD_TOOLS = re.compile(
     r"\b(build-essential|gcc|g\+\+|clang|make|cmake|git|cargo|rustc|gfortran|"
@@ -48,13 +48,8 @@ def pyproject(repo_root) -> dict:
 
 
 @pytest.fixture(scope="module")
-def healthcheck_script(final) -> str:
-    for copy in final.all("COPY"):
-        _, words = copy.flags_and_words()
-        if words[-1] == "/usr/local/bin/autolrs-healthcheck":
-            (body,) = copy.heredocs.values()
-            return body
-    raise AssertionError("the final stage does not create /usr/local/bin/autolrs-healthcheck")
+def healthcheck_script(dockerfile) -> str:
+    return read_healthcheck_script(dockerfile)
 
 
 def test_buildkit_syntax_is_declared(dockerfile):

@@ -121,6 +121,16 @@ def parse_dockerfile(text: str) -> Dockerfile:
     return Dockerfile(directives, global_args, stages)
 
 
+def healthcheck_script(dockerfile: Dockerfile) -> str:
+    """The body of /usr/local/bin/autolrs-healthcheck, as the final stage's COPY heredoc writes it."""
+    for copy in dockerfile.stages[-1].all("COPY"):
+        _, words = copy.flags_and_words()
+        if words[-1] == "/usr/local/bin/autolrs-healthcheck":
+            (body,) = copy.heredocs.values()
+            return body
+    raise AssertionError("the final stage does not create /usr/local/bin/autolrs-healthcheck")
+
+
 def dockerignore_excludes(patterns: list[str], path: str) -> bool:
     """Whether Docker leaves `path` (relative, '/'-separated) out of the build context.
 
