@@ -128,6 +128,7 @@ def test_operator_restart_creates_no_duplicates_and_keeps_status(
     wait_for(lambda: len(kube.events("sturdy", "StageDecision")) == 2, what="the second decision event")
     assert sorted(e.message.split(":")[0] for e in kube.events("sturdy", "StageDecision")) == ["stage 0", "stage 1"]
     assert second.alive
+    second.stop()  # the next tests run operators with other settings: one at a time
 
 
 def test_the_default_store_password_secret_is_read_in_the_jobs_namespace(
