@@ -118,6 +118,9 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         self.history: dict[ResourceKey, list[tuple[int, str, dict[str, Any]]]] = {}
         self.subscribers: dict[ResourceKey, set[asyncio.Queue]] = {}
         self.watch_counts: dict[str, int] = {}
+        # (method, path?query) of every request, by the bearer token that made it: the
+        # operator gets a token of its own, so its calls can be held against its RBAC.
+        self.requests: dict[str, list[tuple[str, str]]] = {}
         self.validation = True
         self._rv = itertools.count(1)
         self._admissions: dict[ResourceKey, SchemaAdmission] = {}
@@ -162,6 +165,10 @@ class ClusterEmulator(kmock.KubernetesEmulator):
 
     async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
         path = request.url.path.rstrip("/") or "/"
+        token = (request.headers.get("Authorization") or "").removeprefix("Bearer ")
+        method = request.method.value.upper() if request.method else "GET"
+        self.requests.setdefault(token, []).append(
+            (method, path + (f"?{request.url.query_string}" if request.url.query_string else "")))
         try:
             discovery = self._discovery(path, request.method.value if request.method else "GET")
             if discovery is not None:
@@ -820,16 +827,21 @@ class ClusterRunner:
             return function(self.emulator, *args)
         return asyncio.run_coroutine_threadsafe(invoke(), self.loop).result(30)
 
-    def write_kubeconfig(self, path: Path, namespace: str = "default") -> Path:
-        """A kubeconfig pointing kubectl, kopf and the kubernetes client at this emulator."""
+    def write_kubeconfig(self, path: Path, namespace: str = "default", token: str = "kmock-token") -> Path:
+        """A kubeconfig pointing kubectl, kopf and the kubernetes client at this emulator
+        (``token`` tells its requests apart: ``requests_by``)."""
         config = {
             "apiVersion": "v1", "kind": "Config", "current-context": "kmock",
             "clusters": [{"name": "kmock", "cluster": {"server": self.url}}],
-            "users": [{"name": "kmock", "user": {"token": "kmock-token"}}],
+            "users": [{"name": "kmock", "user": {"token": token}}],
             "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "kmock", "namespace": namespace}}],
         }
         path.write_text(yaml.safe_dump(config))
         return path
+
+    def requests_by(self, token: str) -> list[tuple[str, str]]:
+        """(method, path?query) of every request made with ``token`` so far."""
+        return self.call(lambda emulator: list(emulator.requests.get(token, [])))
 
     def watches(self, plural: str) -> int:
         """How many watch streams on ``plural`` were opened so far."""

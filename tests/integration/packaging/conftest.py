@@ -9,17 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from chart_render import REPO_ROOT, Helm
+from tests.helpers.chart_render import REPO_ROOT, Helm, real_helm
 
 
 @pytest.fixture(scope="session")
 def helm(tmp_path_factory) -> Helm:
     """helm v4 from .tools/bin, installed by scripts/install-tools.sh when missing."""
-    binary = REPO_ROOT / ".tools" / "bin" / "helm"
-    if not os.access(binary, os.X_OK):
-        subprocess.run(["bash", str(REPO_ROOT / "scripts" / "install-tools.sh")], check=True)
-    home = tmp_path_factory.mktemp("helm-home")
-    return Helm(binary, home)
+    return real_helm(tmp_path_factory.mktemp("helm-home"))
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,7 @@ import copy
 import pytest
 import yaml
 
-from chart_render import CHART_DIR, REPO_ROOT, crd_schema, custom_resource_errors
+from tests.helpers.chart_render import CHART_DIR, REPO_ROOT, crd_schema, custom_resource_errors
 
 SOURCE_CRD = REPO_ROOT / "crds" / "autolrsjob.yaml"
 CHART_CRD = CHART_DIR / "crds" / "autolrsjob.yaml"

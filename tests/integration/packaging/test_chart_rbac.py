@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import inspect
 import json
-import re
 from dataclasses import dataclass
 
 import pytest
 
-from chart_render import NAMESPACE, by_kind
+from tests.helpers.chart_render import NAMESPACE, by_kind
+from tests.helpers.rbac import Permission, granted, rbac_permission
 
-Permission = tuple[str, str, str]  # (apiGroup, resource[/subresource], verb)
 
 
 @dataclass
@@ -50,30 +49,16 @@ class RecordingApiClient:
         return _Response(200, json.dumps(answer).encode())
 
 
-def rbac_permission(method: str, url: str) -> Permission:
-    """The RBAC (group, resource, verb) that authorizes one namespaced API request."""
-    path, _, query = url.partition("?")
-    core = re.fullmatch(r"/api/v1/namespaces/[^/]+/([^/]+)(?:/([^/]+))?(?:/([^/]+))?", path)
-    named = re.fullmatch(r"/apis/([^/]+)/[^/]+/namespaces/[^/]+/([^/]+)(?:/([^/]+))?(?:/([^/]+))?",
-                         path)
-    assert core or named, f"unexpected API path {path}"
-    group, resource, name, sub = ("",) + core.groups() if core else named.groups()
-    if sub:
-        resource = f"{resource}/{sub}"
-    watch = "watch=true" in query or "watch=1" in query
-    verb = {("GET", True): "get", ("GET", False): "watch" if watch else "list",
-            ("POST", False): "create", ("DELETE", True): "delete",
-            ("DELETE", False): "deletecollection", ("PATCH", True): "patch",
-            ("PUT", True): "update"}[(method, name is not None)]
-    return group, resource, verb
-
-
 def test_rbac_permission_mapping():
     assert rbac_permission("GET", "/api/v1/namespaces/a/pods?labelSelector=x") == ("", "pods", "list")
     assert rbac_permission("GET", "/api/v1/namespaces/a/pods?watch=true") == ("", "pods", "watch")
     assert rbac_permission("PATCH", "/apis/autolrs.io/v1alpha1/namespaces/a/autolrsjobs/j/status") \
         == ("autolrs.io", "autolrsjobs/status", "patch")
     assert rbac_permission("DELETE", "/api/v1/namespaces/a/pods/p") == ("", "pods", "delete")
+    assert rbac_permission("GET", "/apis/autolrs.io/v1alpha1/autolrsjobs?watch=true") == \
+        ("autolrs.io", "autolrsjobs", "watch")
+    assert rbac_permission("GET", "/api/v1/namespaces") == ("", "namespaces", "list")
+    assert rbac_permission("GET", "/apis/autolrs.io/v1alpha1") is None  # discovery
 
 
 def _job() -> dict:
@@ -152,12 +137,6 @@ def framework_permissions() -> set[Permission]:
     if any(ref.get("blockOwnerDeletion") for ref in owner_references):
         permissions.add(("autolrs.io", "autolrsjobs/finalizers", "update"))
     return permissions
-
-
-def granted(rules: list[dict]) -> set[Permission]:
-    """Expand RBAC rules into (group, resource, verb) triples."""
-    return {(group, resource, verb) for rule in rules for group in rule["apiGroups"]
-            for resource in rule["resources"] for verb in rule["verbs"]}
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ import shlex
 import pytest
 import yaml
 
-from chart_render import (
+from tests.helpers.chart_render import (
     CHART_DIR,
     NAMESPACE,
     NEWEST_KUBERNETES,

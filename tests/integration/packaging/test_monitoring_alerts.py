@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import pytest
 import yaml
 
-from chart_render import CHART_DIR, one
+from tests.helpers.chart_render import CHART_DIR, one
 
 RULES_FILE = CHART_DIR / "files" / "prometheus-rules.yaml"
 JOB = {"namespace": "ml", "job": "digits"}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import re
 import subprocess
 from dataclasses import dataclass
@@ -16,12 +17,20 @@ import yaml
 from openapi_schema_validator import OAS30Validator
 from referencing import Registry, Resource
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 CHART_DIR = REPO_ROOT / "charts" / "autolrs-operator"
 OLDEST_KUBERNETES = "1.30.0"
 NEWEST_KUBERNETES = kv.latest_version()
 RELEASE = "ci"
 NAMESPACE = "ml-platform"
+
+
+def real_helm(home: Path) -> "Helm":
+    """helm v4 from .tools/bin (scripts/install-tools.sh installs it when missing)."""
+    binary = REPO_ROOT / ".tools" / "bin" / "helm"
+    if not os.access(binary, os.X_OK):
+        subprocess.run(["bash", str(REPO_ROOT / "scripts" / "install-tools.sh")], check=True)
+    return Helm(binary, home)
 
 
 class HelmError(AssertionError):
