@@ -96,6 +96,29 @@ def test_report_names_a_corrupt_result_file(tmp_path, capsys, content, problem):
     assert not (tmp_path / "README.md").exists()
 
 
+def test_report_names_a_result_it_cannot_read_instead_of_a_traceback(tmp_path, capsys):
+    import json
+    import shutil
+    from pathlib import Path
+
+    committed = Path(__file__).resolve().parents[3] / "bench" / "results" / "digits.json"
+    good = json.loads(committed.read_text())
+    for broken, problem in (({**good, "schema": 99}, "schema 99, this bench reads 1"),
+                            ({k: v for k, v in good.items() if k != "settings"}, "KeyError: 'settings'")):
+        out = tmp_path / str(len(problem))
+        out.mkdir()
+        (out / "digits.json").write_text(json.dumps(broken))
+        assert main(["report", "--out", str(out)]) == 2
+        assert one_line_error(capsys).startswith(
+            f"bench: error: {out / 'digits.json'} is not a result this bench can report ({problem})")
+        assert not (out / "README.md").exists()
+    fine = tmp_path / "fine"
+    fine.mkdir()
+    shutil.copy(committed, fine / "digits.json")
+    assert main(["report", "--out", str(fine)]) == 0 and (fine / "README.md").exists()
+    capsys.readouterr()
+
+
 @pytest.mark.parametrize("command", ["cost", "all"])
 def test_cuda_without_cuda_is_one_line_before_anything_runs(command, monkeypatch, capsys,
                                                             tmp_path):
