@@ -78,30 +78,33 @@ def test_two_workers_train_digits_to_completion(
     assert any("done:" in pod_runner.log(f"digits-worker-{i}") for i in (0, 1))  # printed by rank 0
 
 
+@pytest.mark.parametrize("killed", [1, 0], ids=["worker-1", "worker-0 (the rendezvous host)"])
 def test_a_killed_worker_is_replaced_and_the_job_still_succeeds(
-    kube: Kube, redis: RedisServer, operator: OperatorProcess, pod_runner: PodRunner
+    kube: Kube, redis: RedisServer, operator: OperatorProcess, pod_runner: PodRunner, killed: int
 ) -> None:
-    kube.apply(digits_job("survivor", redis, max_steps=600))
+    name = f"survivor{killed}"
+    kube.apply(digits_job(name, redis, max_steps=600))
     try:
-        wait_for(lambda: kube.status("survivor").get("lastCheckpointStep", 0) >= 50, timeout=TRAIN_TIMEOUT,
+        wait_for(lambda: kube.status(name).get("lastCheckpointStep", 0) >= 50, timeout=TRAIN_TIMEOUT,
                  what="a checkpoint")
     except AssertionError as exc:
-        raise AssertionError(f"{exc}\n{explain(kube, pod_runner, operator, 'survivor')}") from None
-    killed_uid = pod_runner.pods["survivor-worker-1"].uid
-    pod_runner.kill("survivor-worker-1")
-    wait_for(lambda: kube.status("survivor").get("restarts") == 1, what="the failure counted")
-    wait_for(lambda: any(p.metadata.name == "survivor-worker-1" and p.metadata.uid != killed_uid
-                         for p in kube.pods("survivor")), what="a replacement worker")
-    wait_phase(kube, pod_runner, operator, "survivor", "Succeeded")
+        raise AssertionError(f"{exc}\n{explain(kube, pod_runner, operator, name)}") from None
+    killed_uid = pod_runner.pods[f"{name}-worker-{killed}"].uid
+    pod_runner.kill(f"{name}-worker-{killed}")
+    wait_for(lambda: kube.status(name).get("restarts") == 1, what="the failure counted")
+    wait_for(lambda: any(p.metadata.name == f"{name}-worker-{killed}" and p.metadata.uid != killed_uid
+                         for p in kube.pods(name)), what="a replacement worker")
+    wait_phase(kube, pod_runner, operator, name, "Succeeded")
     # The kill is the first failure counted; the surviving torchrun agent may also give up
-    # on re-rendezvous (then its pod fails and is replaced too): the job still finishes.
-    failures = sorted(e.message for e in kube.events("survivor", "WorkerFailed"))
-    assert any(m.startswith("worker pod survivor-worker-1 failed (exit code 137") for m in failures), failures
-    assert 1 <= kube.status("survivor")["restarts"] <= 6
-    assert any("done:" in pod_runner.log(f"survivor-worker-{i}") for i in (0, 1))
+    # on re-rendezvous (then its pod fails and is replaced too; worker 0 hosts the c10d
+    # store, so losing it costs the other worker its agent as well): the job still finishes.
+    failures = sorted(e.message for e in kube.events(name, "WorkerFailed"))
+    assert any(m.startswith(f"worker pod {name}-worker-{killed} failed (exit code 137") for m in failures), failures
+    assert 1 <= kube.status(name)["restarts"] <= 6
+    assert any("done:" in pod_runner.log(f"{name}-worker-{i}") for i in (0, 1))
     # The replacement resumed from a checkpoint: a restart from step 0 would log the
     # first stages' entries again (a resume logs only what its replay changed).
-    prefix = f"autolrs:default:survivor:{kube.job('survivor')['metadata']['uid']}:"
+    prefix = f"autolrs:default:{name}:{kube.job(name)['metadata']['uid']}:"
     client = redis_client.Redis.from_url(redis.url, decode_responses=True)
     log = effective([json.loads(fields["data"]) for _, fields in client.xrange(prefix + "decisions")])
     ids = [entry["id"] for entry in log]
