@@ -44,9 +44,14 @@ class ReplayLog:
 
     def __init__(self, logged: Iterable[dict[str, Any]] = (), after_step: int = 0):
         logged = list(logged)
+        self._logged = logged
         self.pending = [e for e in effective(logged) if "id" in e and e.get("step", 0) > after_step]
         self.after_step = after_step
         self._markers = sum(1 for e in logged if e.get("type") == SUPERSEDED)  # unique marker ids
+
+    def resumed_at(self, step: int) -> "ReplayLog":
+        """The same log, for a run that continues from a checkpoint of ``step``."""
+        return ReplayLog(self._logged, after_step=step)
 
     def entries_for(self, event: dict[str, Any]) -> list[dict[str, Any]]:
         """What to append for ``event``: nothing (an exact replay), the event, or a

@@ -21,11 +21,9 @@ import torch
 
 from autolrs.atomic import atomic_write_bytes, atomic_write_json
 from autolrs.config import AutoLRSConfig
-from autolrs.decision_log import ReplayLog
 from autolrs.engine import backoff
 from autolrs.plot import plot_schedule
 from autolrs.scheduler import AutoLRS
-from autolrs.stores.base import StateStore
 from autolrs.stores.file import FileStore
 from autolrs.tasks.digits import digits_task
 from autolrs.tasks.loop import Curve, train
@@ -85,40 +83,6 @@ def claim_run_dir(opts: DemoOptions) -> None:
                          "resume it")
 
 
-class ResumedStore(StateStore):
-    """``store`` for a run (re)started in its folder from a checkpoint of ``step`` (0: from
-    the start): the decisions the lost run logged after that step are not appended again
-    when the replay makes them once more (``ReplayLog``, as
-    ``AutoLRS.resume_from_checkpoint`` does for the checkpoints it loads itself; the demo
-    loads its own)."""
-
-    def __init__(self, store: StateStore, step: int):
-        self.store = store
-        self._replay = ReplayLog(store.decisions(), after_step=step)
-
-    def load_state(self) -> tuple[int, dict[str, Any] | None]:
-        return self.store.load_state()
-
-    def save_state(self, state: dict[str, Any], expected_version: int) -> int:
-        return self.store.save_state(state, expected_version)
-
-    def append_decision(self, decision: dict[str, Any]) -> None:
-        for entry in self._replay.entries_for(decision):
-            self.store.append_decision(entry)
-
-    def decisions(self) -> list[dict[str, Any]]:
-        return self.store.decisions()
-
-    def heartbeat(self, info: dict[str, Any], ttl_seconds: float) -> None:
-        self.store.heartbeat(info, ttl_seconds)
-
-    def read_heartbeat(self) -> dict[str, Any] | None:
-        return self.store.read_heartbeat()
-
-    def close(self) -> None:
-        self.store.close()
-
-
 def _config(opts: DemoOptions) -> AutoLRSConfig:
     return AutoLRSConfig(min_lr=opts.min_lr, max_lr=opts.max_lr, tau=opts.tau,
                          tau_max=opts.tau_max, max_steps=opts.max_steps, seed=opts.seed,
@@ -153,7 +117,7 @@ def run_autolrs(opts: DemoOptions) -> tuple[AutoLRS, Curve, float]:
     optimizer = torch.optim.SGD(model.parameters(), lr=opts.min_lr, momentum=0.9)
     checkpoint_path = opts.run_dir / "checkpoint.pt"
     saved = _load_checkpoint(checkpoint_path)
-    store = ResumedStore(FileStore(opts.run_dir / "store"), saved["step"] if saved else 0)
+    store = FileStore(opts.run_dir / "store")
     sched = AutoLRS(model, optimizer, _config(opts),
                     val_fn=lambda: task.evaluate(model)[0], store=store)
     curve, start_step = Curve(), 0

@@ -124,7 +124,10 @@ class AutoLRS:
         self._started = False
         self._follower_view: dict[str, Any] = {}
         self._checkpoint_due = False
-        self._replay = ReplayLog()  # after a resume: the entries the lost run logged
+        # What an earlier process of this run logged: a restart (from its checkpoint, or
+        # from the start when it had none) must not log its replay twice (decision_log).
+        self._replay = ReplayLog(self.store.decisions()
+                                 if self.store is not None and self.coordinator.is_main else ())
         self.start()
         if self.checkpoints is not None:
             self.resume_from_checkpoint()
@@ -381,11 +384,6 @@ class AutoLRS:
             raise ValueError(f"cannot resume from the checkpoint of step {step} in "
                              f"{self.checkpoints.directory}: {why}") from exc
         self.last_checkpoint_step = step
-        if self.store is not None and self.coordinator.is_main:
-            # Decisions made after this checkpoint and before the crash are in the log
-            # already: an exact replay must not append them twice, and one that differs
-            # (another world size) voids them (decision_log).
-            self._replay = ReplayLog(self.store.decisions(), after_step=step)
         log.info("AutoLRS resumed from the checkpoint of step %d", step)
         return True
 
@@ -446,5 +444,9 @@ class AutoLRS:
         self._lr_ratios = list(state["lr_ratios"])
         self._started = bool(state["started"])
         self._follower_view = self._controller_view()
+        # Decisions made after this state and before the crash are in the log already: an
+        # exact replay must not append them twice, and one that differs (another world
+        # size) voids them.
+        self._replay = self._replay.resumed_at(self._controller.steps)
         if self._started:
             self._set_group_lrs(self._controller.lr)

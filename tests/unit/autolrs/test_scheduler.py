@@ -327,3 +327,26 @@ def test_close_still_closes_the_runtime_when_the_last_checkpoint_write_failed(tm
     with pytest.raises(CheckpointError, match="checkpoint of step 10 to .* failed"):
         sched.close()
     assert opened.closed
+
+
+def test_a_restart_without_a_checkpoint_does_not_log_its_replay_twice(tmp_path):
+    """A pod that dies before its first checkpoint starts over from step 0 against the
+    same store: the exact replay of what it had logged is not appended again."""
+    def session(steps=None):
+        model, gen = regression_setup(seed=4)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        sched = AutoLRS(model, optimizer, small_config(max_steps=150),
+                        store=FileStore(tmp_path / "store"))
+        run(sched, model, optimizer, gen, steps=steps)
+        return sched
+
+    session(steps=65)
+    lost = FileStore(tmp_path / "store").decisions()
+    assert lost
+    finished = session()
+    stream = FileStore(tmp_path / "store").decisions()
+    assert stream[:len(lost)] == lost and all(d["type"] != "superseded" for d in stream)
+    ids = [d["id"] for d in stream]
+    assert len(ids) == len(set(ids)) and stream[-1]["type"] == "done"
+    assert [d["score"] for d in stream if d["type"] == "trial_end"] == \
+        [t["score"] for h in finished.history for t in h["trials"]]
