@@ -123,6 +123,7 @@ class AutoLRS:
         self.last_checkpoint_step: int | None = None
         self._started = False
         self._follower_view: dict[str, Any] = {}
+        self._alone = self.coordinator.is_main and self._world_size() == 1
         self._checkpoint_due = False
         # What an earlier process of this run logged: a restart (from its checkpoint, or
         # from the start when it had none) must not log its replay twice (decision_log).
@@ -151,6 +152,13 @@ class AutoLRS:
             return self._follower_view
         return self._controller_view()
 
+    def _read(self, name: str) -> Any:
+        """One field of the view; rank 0 reads its controller without building the view
+        (the properties are read several times a step)."""
+        if self.coordinator.is_main:
+            return getattr(self._controller, name)
+        return self._follower_view[name]
+
     def _controller_view(self) -> dict[str, Any]:
         c = self._controller
         return {"lr": c.lr, "stage": c.stage, "tau": c.tau, "phase": c.phase,
@@ -159,32 +167,32 @@ class AutoLRS:
     @property
     def lr(self) -> float:
         """The LR the next optimizer step uses (first param group)."""
-        return self._view()["lr"]
+        return self._read("lr")
 
     @property
     def stage(self) -> int:
         """The current stage, counted from 0."""
-        return self._view()["stage"]
+        return self._read("stage")
 
     @property
     def tau(self) -> int:
         """The current stage's length in steps."""
-        return self._view()["tau"]
+        return self._read("tau")
 
     @property
     def phase(self) -> str:
         """``"warmup"``, ``"search"``, ``"exploit"`` or ``"done"``."""
-        return self._view()["phase"]
+        return self._read("phase")
 
     @property
     def steps(self) -> int:
         """Every optimizer step taken so far, trial steps included."""
-        return self._view()["steps"]
+        return self._read("steps")
 
     @property
     def done(self) -> bool:
         """True once ``max_steps`` optimizer steps were taken."""
-        return self._view()["done"]
+        return self._read("done")
 
     @property
     def history(self) -> list[dict[str, Any]]:
@@ -221,7 +229,12 @@ class AutoLRS:
         phase = self.phase
         start = time.perf_counter()
         actions = self._controller.observe_loss(value) if self.coordinator.is_main else None
-        self._run(actions, decision_started=start)
+        if self._alone and not actions and not self._controller.events:
+            # Most steps change nothing but the LR (a cooldown's): a run of one process has
+            # no view to broadcast, no action to apply and no event to publish.
+            self._set_group_lrs(self._controller.lr)
+        else:
+            self._run(actions, decision_started=start)
         if self.metrics is not None and self.coordinator.is_main:
             self.metrics.on_step(phase, value, self.lr)
         if self.checkpoints is not None:

@@ -350,3 +350,42 @@ def test_a_restart_without_a_checkpoint_does_not_log_its_replay_twice(tmp_path):
     assert len(ids) == len(set(ids)) and stream[-1]["type"] == "done"
     assert [d["score"] for d in stream if d["type"] == "trial_end"] == \
         [t["score"] for h in finished.history for t in h["trials"]]
+
+
+def test_the_quiet_step_shortcut_of_one_process_changes_nothing(tmp_path):
+    """A run of one process skips broadcasting and publishing on steps that change nothing
+    but the LR; rank 0 of a group, which always broadcasts, must make the same run."""
+    class RankZeroOfTwo:
+        is_main = True
+        world_size = 2
+
+        def __init__(self):
+            self.broadcasts = 0
+
+        def mean_over_ranks(self, value):
+            return value
+
+        def broadcast_object(self, obj, src=0):
+            self.broadcasts += 1
+            return obj
+
+    runs, group = [], RankZeroOfTwo()
+    for name, coordinator in (("alone", None), ("group", group)):
+        model, gen = regression_setup()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        sched = AutoLRS(model, optimizer, small_config(max_steps=200),
+                        store=FileStore(tmp_path / name), coordinator=coordinator)
+        full_runs = []
+        real_run = sched._run
+        sched._run = lambda actions, **kw: (full_runs.append(actions), real_run(actions, **kw))
+        lrs = run(sched, model, optimizer, gen)
+        runs.append((lrs, sched.history, FileStore(tmp_path / name).decisions(),
+                     [p.detach().clone() for p in model.parameters()], len(full_runs)))
+    (lrs, history, log, params, full), (lrs2, history2, log2, params2, full2) = runs
+    assert len(lrs) == 200 and lrs == lrs2
+    assert history == history2 and log == log2 and len(log) > 5
+    assert all(torch.equal(a, b) for a, b in zip(params, params2))
+    assert full2 == 200 and group.broadcasts >= 200  # the group path on every step
+    assert full < 100  # one process: only steps with actions or events take the full path
+    # the cooldown changes the LR on quiet steps too, and the shortcut applies it
+    assert len({round(lr[0], 12) for lr in lrs[-30:]}) > 20

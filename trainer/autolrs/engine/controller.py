@@ -59,7 +59,7 @@ class StageController:
 
     def __init__(self, config: AutoLRSConfig, has_val: bool = False):
         cfg = config if config._resolved else config.resolved()
-        self.cfg = cfg
+        self._use_config(cfg)
         self.s: dict[str, Any] = {
             "version": STATE_VERSION,
             "config": cfg.to_dict(),
@@ -93,6 +93,12 @@ class StageController:
         }
         self.events: list[dict[str, Any]] = []
         self._search_cache: LRSearch | None = None
+
+    def _use_config(self, cfg: AutoLRSConfig) -> None:
+        """Run under ``cfg`` (resolved); its cooldown length is kept apart because every
+        step reads it and the config's property recomputes it."""
+        self.cfg = cfg
+        self._cooldown_steps = cfg.cooldown_steps
 
     # ------------------------------------------------------------ state
 
@@ -141,7 +147,7 @@ class StageController:
                 result[key] *= factor
         if (s["stage_record"] or {}).get("lr_floor") is not None:
             s["stage_record"]["lr_floor"] *= factor
-        self.cfg = AutoLRSConfig.from_dict(s["config"]).resolved()
+        self._use_config(AutoLRSConfig.from_dict(s["config"]).resolved())
         self._search_cache = None
 
     def drain_events(self) -> list[dict[str, Any]]:
@@ -287,7 +293,7 @@ class StageController:
     def _search_remaining(self) -> int | None:
         """Steps left before the cooldown (before max_steps without one); None: no budget."""
         remaining = self._remaining()
-        return None if remaining is None else remaining - self.cfg.cooldown_steps
+        return None if remaining is None else remaining - self._cooldown_steps
 
     def _exploit_ends_now(self) -> bool:
         """This step is the planned last one of a stage's exploit (not a cooldown's): the
@@ -302,7 +308,8 @@ class StageController:
         stages were not fitted to the budget (``fit_final_stage`` off). A final stage's
         planned end is left to finish normally (it ends exactly here)."""
         s = self.s
-        if not self.cfg.cooldown_steps or self._search_remaining() > 0:
+        cooldown = self._cooldown_steps
+        if not cooldown or self.cfg.max_steps - s["steps"] > cooldown:  # search budget left
             return False
         if s["phase"] == "exploit" and (s["exploit"].get("cooldown_lr") is not None
                                         or self._exploit_ends_now()):
@@ -322,7 +329,7 @@ class StageController:
         s["best_saved"] = None
         s["exploit"] = None
         remaining = self._search_remaining()
-        if remaining is not None and remaining <= 0 and self.cfg.cooldown_steps:
+        if remaining is not None and remaining <= 0 and self._cooldown_steps:
             return self._begin_final_exploit(self._remaining(), cooldown=True)
         if self._holds_final_stage(remaining):
             return self._begin_final_exploit(remaining, no_search="the cooldown follows")
@@ -368,7 +375,7 @@ class StageController:
         char LM, from step 950, holding 0.01 to the cooldown ended lower than 0.0015-0.003,
         which the trials (even annealed ones) ranked first."""
         s = self.s
-        if not (self.cfg.hold_final_stage and self.cfg.cooldown_steps and s["history"]):
+        if not (self.cfg.hold_final_stage and self._cooldown_steps and s["history"]):
             return False
         return remaining is not None and remaining < self._stage_cost(s["tau"], s["trial_steps"])
 
@@ -522,9 +529,11 @@ class StageController:
         and the run's first loss (a spike near the noise floor is not a divergence)."""
         if not math.isfinite(loss):
             return True
-        levels = [v for v in (self.s["stage_record"]["reference_loss"], self.s["first_loss"])
-                  if v is not None and v > 0]
-        return bool(levels) and loss > self.cfg.divergence_factor * max(levels)
+        level = 0.0  # the larger positive one; a loop, not a list: this runs every step
+        for value in (self.s["stage_record"]["reference_loss"], self.s["first_loss"]):
+            if value is not None and value > level:
+                level = value
+        return level > 0 and loss > self.cfg.divergence_factor * level
 
     def _val_every(self) -> int:
         return max(1, self.s["trial_steps"] // VAL_POINTS)
