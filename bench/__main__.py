@@ -121,7 +121,7 @@ def log(text: str) -> None:
 
 def print_error(message: Any, status: int) -> int:
     """Print ``bench: error: MESSAGE`` on stderr; return ``status`` (2: the input given
-    cannot be used; 1: jobs of the run failed)."""
+    cannot be used; 1: jobs of the run failed; 130: interrupted by Ctrl-C)."""
     print(f"bench: error: {message}", file=sys.stderr)
     return status
 
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point."""
     args = build_parser().parse_args(argv)
     from bench.methods import parse_autolrs_option, parse_baseline_option, quality_methods
-    from bench.runner import JobsFailed
+    from bench.runner import Interrupted, JobsFailed
 
     out = args.out or (DEFAULT_OUT / "quick" if args.quick else DEFAULT_OUT)
     seeds = list(range(args.seeds if args.seeds is not None else (1 if args.quick else 3)))
@@ -157,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             run_quality([get_task(t, args.quick) for t in tasks], seeds, is_quick=args.quick,
                         jobs=args.jobs, autolrs_methods=methods, out_dir=out, log=log)
+        except Interrupted as exc:
+            return print_error(exc, 130)
         except JobsFailed as exc:
             return print_error(exc, 1)
     if args.command in ("all", "cost"):
@@ -192,7 +194,7 @@ def ablation_command(args: argparse.Namespace, tasks: list[str], seeds: list[int
         write_incomplete,
     )
     from bench.report import read_json_object
-    from bench.runner import failures_message
+    from bench.runner import failures_message, jobs_count
 
     previous_path = out / "ablation.json"
     try:
@@ -206,8 +208,14 @@ def ablation_command(args: argparse.Namespace, tasks: list[str], seeds: list[int
             check_mergeable(previous, seeds, tasks)
     except ValueError as exc:
         return print_error(exc, 2)
-    result, incomplete = split_failed(run_ablation(tasks, seeds, DEFAULT_OUT, jobs=args.jobs,
-                                                   log=log, variants=variants))
+    ran = run_ablation(tasks, seeds, DEFAULT_OUT, jobs=args.jobs, log=log, variants=variants)
+    if ran.get("interrupted"):
+        # A part of a run is no table: ablation.json stays as it was, whatever finished.
+        path = write_incomplete(ran, out)
+        return print_error(f"interrupted: {jobs_count(len(ran['failed']))} failed or did not "
+                           f"finish; left {previous_path} as it was; the rows that finished are in "
+                           f"{path}", 130)
+    result, incomplete = split_failed(ran)
     if result["variants"]:
         if previous is not None:
             result = merge_ablation(previous, result)

@@ -11,7 +11,7 @@ from typing import Any, Callable, Sequence
 from bench.machine import describe, machine_record
 from bench.methods import MethodSpec, autolrs_method, refuse_taken_name
 from bench.metrics import min_value, steps_to_target
-from bench.runner import job_failure, run_job
+from bench.runner import NotFinished, job_failure, run_job
 from bench.tasks import get_task
 
 BEST_BASELINE = "best tuned baseline"
@@ -134,8 +134,10 @@ def run_ablation(tasks: Sequence[str], seeds: Sequence[int], results: Path, jobs
 
     A job that raises stops no other; the result then lists it under ``failed``
     (``job_failure`` records with ``task``, ``variant`` and ``seed``), and ``split_failed``
-    parts the variants that finished everywhere from those that did not."""
-    from bench.quality import executor
+    parts the variants that finished everywhere from those that did not. Ctrl-C cancels
+    the queued jobs and returns at once with ``interrupted`` set: the rows that finished,
+    and every job that did not under ``failed``."""
+    from bench.quality import finished_result, job_pool, stop_now
 
     variants = dict(VARIANTS) if variants is None else variants
     summaries = committed_summaries(tasks, results)
@@ -144,40 +146,72 @@ def run_ablation(tasks: Sequence[str], seeds: Sequence[int], results: Path, jobs
     out: dict[str, Any] = {"variants": variants, "seeds": list(seeds), "tasks": {},
                            "machines": {name: machine for name in variants}}
     failed: list[dict[str, Any]] = []
-    with executor(jobs) as pool:
-        for task in tasks:
+
+    def add_row(rows: dict[str, list[dict[str, Any]]], name: str, seed: int,
+                record: dict[str, Any], target: float) -> None:
+        rows[name].append({
+            "seed": seed,
+            "steps_to_target": steps_to_target(record["curve"]["val_loss"], target),
+            "min_val_loss": min_value(record["curve"]["val_loss"]),
+            "final_val_loss": record["final_val_loss"],
+            "trial_fraction": record["trial_steps"] / record["steps"],
+            "discarded_fraction": (record["trial_steps"]
+                                   - record.get("trial_steps_kept", 0)) / record["steps"]})
+
+    def failure(task: str, name: str, seed: int, exc: BaseException) -> dict[str, Any]:
+        return {**job_failure(f"{task} {name!r} seed {seed}", exc),
+                "task": task, "variant": name, "seed": seed}
+
+    with job_pool(jobs) as pool:
+        for index, task in enumerate(tasks):
             committed = summaries[task]
             target = committed["target_val_loss"]
-            futures = {
-                pool.submit(run_job, {"spec": get_task(task),
-                                      "method": variant_method(name, overrides,
-                                                               committed).to_dict(),
-                                      "seed": seed}): (name, seed)
-                for name, overrides in variants.items() for seed in seeds}
             rows: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
-            for future in cf.as_completed(futures):
-                name, seed = futures[future]
-                try:
-                    record = future.result()
-                except Exception as exc:  # noqa: BLE001 - recorded, the other jobs go on
-                    failed.append({**job_failure(f"{task} {name!r} seed {seed}", exc),
-                                   "task": task, "variant": name, "seed": seed})
-                    log(f"ablation {task} {name} seed {seed}: FAILED: {failed[-1]['error']}")
-                    continue
-                rows[name].append({
-                    "seed": seed,
-                    "steps_to_target": steps_to_target(record["curve"]["val_loss"], target),
-                    "min_val_loss": min_value(record["curve"]["val_loss"]),
-                    "final_val_loss": record["final_val_loss"],
-                    "trial_fraction": record["trial_steps"] / record["steps"],
-                    "discarded_fraction": (record["trial_steps"]
-                                           - record.get("trial_steps_kept", 0)) / record["steps"]})
-                log(f"ablation {task} {name} seed {seed}: final val loss "
-                    f"{record['final_val_loss']:.4f}")
+            # In the result from the start: Ctrl-C leaves the rows that finished.
             out["tasks"][task] = {"target_val_loss": target,
                                   "best_baseline": committed["best_baseline"],
-                                  "variants": {name: sorted(r, key=lambda x: x["seed"])
-                                               for name, r in rows.items()}}
+                                  "variants": rows}
+            futures: dict[cf.Future, tuple[str, int]] = {}
+            seen: set[cf.Future] = set()
+            try:
+                for name, overrides in variants.items():
+                    method = variant_method(name, overrides, committed).to_dict()
+                    for seed in seeds:
+                        futures[pool.submit(run_job, {"spec": get_task(task), "method": method,
+                                                      "seed": seed})] = (name, seed)
+                for future in cf.as_completed(futures):
+                    seen.add(future)
+                    name, seed = futures[future]
+                    try:
+                        record = future.result()
+                    except Exception as exc:  # noqa: BLE001 - recorded, the other jobs go on
+                        failed.append(failure(task, name, seed, exc))
+                        log(f"ablation {task} {name} seed {seed}: FAILED: "
+                            f"{failed[-1]['error']}")
+                        continue
+                    add_row(rows, name, seed, record, target)
+                    log(f"ablation {task} {name} seed {seed}: final val loss "
+                        f"{record['final_val_loss']:.4f}")
+            except KeyboardInterrupt:
+                stop_now(pool)
+                out["interrupted"] = True
+                for future, (name, seed) in futures.items():
+                    if future in seen:
+                        continue
+                    ok, value = finished_result(future)
+                    if ok:
+                        add_row(rows, name, seed, value, target)
+                    else:
+                        failed.append(failure(task, name, seed, value))
+                submitted = set(futures.values())  # --jobs 1: the rest were never submitted
+                failed += [failure(task, name, seed, NotFinished()) for name in variants
+                           for seed in seeds if (name, seed) not in submitted]
+                failed += [failure(later, name, seed, NotFinished())
+                           for later in tasks[index + 1:] for name in variants for seed in seeds]
+            for name in rows:
+                rows[name].sort(key=lambda x: x["seed"])
+            if out.get("interrupted"):
+                break
     if failed:
         out["failed"] = failed
     return out

@@ -9,18 +9,27 @@ last run is done.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import multiprocessing
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from autolrs.atomic import atomic_write_json
 
 from bench.machine import machine_record
 from bench.methods import MethodSpec, default_autolrs_methods, grid_methods, tuned_methods
 from bench.metrics import best_constant_lr, summarize
-from bench.runner import JobsFailed, failures_message, job_failure, run_job
+from bench.runner import (
+    Interrupted,
+    JobsFailed,
+    NotFinished,
+    failures_message,
+    job_failure,
+    jobs_count,
+    run_job,
+)
 from bench.tasks import TaskSpec
 
 SCHEMA_VERSION = 1
@@ -48,6 +57,38 @@ def executor(jobs: int) -> cf.Executor:
     return cf.ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"))
 
 
+@contextlib.contextmanager
+def job_pool(jobs: int) -> Iterator[cf.Executor]:
+    """``executor(jobs)`` that, left by an exception (Ctrl-C), stops at once (``stop_now``)
+    instead of first running every job still queued."""
+    pool = executor(jobs)
+    try:
+        yield pool
+    except BaseException:
+        stop_now(pool)
+        raise
+    pool.shutdown(wait=True)
+
+
+def stop_now(pool: cf.Executor) -> None:
+    """Cancel the queued jobs and end the running ones (Ctrl-C). Cancelling alone is not
+    enough: a process pool has already handed a few jobs to its workers, and those would
+    still run to the end."""
+    workers = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for worker in workers:
+        worker.terminate()
+    for worker in workers:
+        worker.join(timeout=10)
+
+
+def finished_result(future: cf.Future) -> tuple[bool, Any]:
+    """After Ctrl-C: (True, its result) for a job that finished, else (False, the reason)."""
+    if future.done() and not future.cancelled() and future.exception() is None:
+        return True, future.result()
+    return False, NotFinished()
+
+
 def run_quality(tasks: Sequence[TaskSpec], seeds: Sequence[int], is_quick: bool = False,
                 jobs: int = 2, autolrs_methods: Sequence[MethodSpec] | None = None,
                 out_dir: Path | None = None, log: Callable[[str], None] = print
@@ -59,6 +100,8 @@ def run_quality(tasks: Sequence[TaskSpec], seeds: Sequence[int], is_quick: bool 
     written as usual; a task with a failed job is not (its summary would be over fewer
     runs than it claims), its finished runs and the failures with their tracebacks go to
     ``<task>.incomplete.json``, and JobsFailed names the failed jobs at the end.
+    Ctrl-C cancels the queued jobs; each task not yet written then goes to its
+    ``<task>.incomplete.json`` with the runs that finished, and Interrupted is raised.
     """
     autolrs_methods = list(autolrs_methods if autolrs_methods is not None
                            else default_autolrs_methods())
@@ -93,57 +136,84 @@ def run_quality(tasks: Sequence[TaskSpec], seeds: Sequence[int], is_quick: bool 
             atomic_write_json(out_dir / f"{task}.incomplete.json", build_incomplete(
                 specs[task], runs[task], failures[task], seeds, is_quick))
 
-    with executor(jobs) as pool:
+    interrupted = False
+    with job_pool(jobs) as pool:
         pending: dict[cf.Future, tuple[str, MethodSpec, int]] = {}
 
         def submit(task: str, method: MethodSpec, seed: int) -> None:
             job = {"spec": specs[task], "method": method.to_dict(), "seed": seed}
             try:
                 pending[pool.submit(run_job, job)] = (task, method, seed)
+            except KeyboardInterrupt:  # in the job itself, run by this process (--jobs 1)
+                failures[task].append(job_failure(f"{task} {method.name!r} seed {seed}",
+                                                  NotFinished()))
+                raise
             except Exception as exc:  # noqa: BLE001 - a broken pool refuses new jobs
                 fail(task, f"{task} {method.name!r} seed {seed}", exc)
                 return
             jobs_left[task] += 1
 
-        for name, spec in specs.items():
-            for method in grid_methods(spec.lr_grid) + autolrs_methods:
-                for seed in seeds:
-                    submit(name, method, seed)
-        total = sum(len(spec.lr_grid) + 4 + len(autolrs_methods) for spec in specs.values())
-        total *= len(seeds)
-        done = 0
-        while pending:
-            finished, _ = cf.wait(list(pending), return_when=cf.FIRST_COMPLETED)
-            for future in [f for f in pending if f in finished]:  # in submission order
-                task, method, seed = pending.pop(future)
-                jobs_left[task] -= 1
-                done += 1
-                try:
-                    record = future.result()
-                except Exception as exc:  # noqa: BLE001 - recorded, the other jobs go on
-                    fail(task, f"{task} {method.name!r} seed {seed}", exc)
-                else:
-                    runs[task].append(record)
-                    log(f"[{done}/{total} {time.perf_counter() - started:6.0f}s] {task} "
-                        f"{method.name} seed {seed}: final val loss "
-                        f"{_fmt(record['final_val_loss'])}, {record['wall_seconds']:.1f}s")
-                if method.grid:
-                    grid_left[task] -= 1
-                    if grid_left[task] == 0 and failures[task]:
-                        log(f"{task}: a job failed, so no tuned baselines: the task gets no "
-                            "summary")
-                    elif grid_left[task] == 0:
-                        best = best_constant_lr(runs[task])
-                        log(f"{task}: best constant LR {best:g}; queueing tuned baselines")
-                        for tuned in tuned_methods(best):
-                            for s in seeds:
-                                submit(task, tuned, s)
-                if jobs_left[task] == 0:
-                    close(task)
+        try:
+            for name, spec in specs.items():
+                for method in grid_methods(spec.lr_grid) + autolrs_methods:
+                    for seed in seeds:
+                        submit(name, method, seed)
+            total = sum(len(spec.lr_grid) + 4 + len(autolrs_methods) for spec in specs.values())
+            total *= len(seeds)
+            done = 0
+            while pending:
+                finished, _ = cf.wait(list(pending), return_when=cf.FIRST_COMPLETED)
+                for future in [f for f in pending if f in finished]:  # in submission order
+                    task, method, seed = pending.pop(future)
+                    jobs_left[task] -= 1
+                    done += 1
+                    try:
+                        record = future.result()
+                    except Exception as exc:  # noqa: BLE001 - recorded, the other jobs go on
+                        fail(task, f"{task} {method.name!r} seed {seed}", exc)
+                    else:
+                        runs[task].append(record)
+                        log(f"[{done}/{total} {time.perf_counter() - started:6.0f}s] {task} "
+                            f"{method.name} seed {seed}: final val loss "
+                            f"{_fmt(record['final_val_loss'])}, {record['wall_seconds']:.1f}s")
+                    if method.grid:
+                        grid_left[task] -= 1
+                        if grid_left[task] == 0 and failures[task]:
+                            log(f"{task}: a job failed, so no tuned baselines: the task gets no "
+                                "summary")
+                        elif grid_left[task] == 0:
+                            best = best_constant_lr(runs[task])
+                            log(f"{task}: best constant LR {best:g}; queueing tuned baselines")
+                            for tuned in tuned_methods(best):
+                                for s in seeds:
+                                    submit(task, tuned, s)
+                    if jobs_left[task] == 0:
+                        close(task)
+        except KeyboardInterrupt:
+            interrupted = True
+            stop_now(pool)
+            for future, (task, method, seed) in pending.items():
+                ok, value = finished_result(future)
+                if ok:
+                    runs[task].append(value)
+                else:  # not logged one by one: there may be a hundred
+                    failures[task].append(job_failure(f"{task} {method.name!r} seed {seed}",
+                                                      value))
+            for task in specs:
+                if task not in closed and not failures[task]:  # its tuned jobs never queued
+                    failures[task].append(job_failure(f"{task} tuned baselines", NotFinished()))
     for task in specs:
         if task not in closed:  # every submit failed: nothing was ever pending
             close(task)
     failed = [f for task in specs for f in failures[task]]
+    if interrupted:
+        message = f"interrupted: {jobs_count(len(failed))} failed or did not finish"
+        if out_dir is not None:
+            written = ", ".join(f"{t}.json" for t in results) or "no task result"
+            left = ", ".join(f"{t}.incomplete.json" for t in specs if t not in results)
+            message += (f"; wrote {written} to {out_dir}/; the finished runs of the other "
+                        f"tasks are in {left} there")
+        raise Interrupted(message, failed)
     if failed:
         where = ""
         if out_dir is not None:

@@ -38,6 +38,18 @@ class JobsFailed(RuntimeError):
         self.failures = list(failures)
 
 
+class Interrupted(JobsFailed):
+    """Raised after Ctrl-C, once what finished was written: ``failures`` names the jobs
+    that never finished (queued ones are cancelled, not run)."""
+
+
+class NotFinished(Exception):
+    """The error recorded for a job that Ctrl-C stopped or kept from starting."""
+
+    def __init__(self) -> None:
+        super().__init__("interrupted (Ctrl-C) before it finished")
+
+
 def job_failure(job: str, exc: BaseException) -> dict[str, Any]:
     """The JSON-able record of a job that raised: what it ran (``job``, e.g. ``digits cosine
     seed 0``), its error on one line and its traceback (a worker's own included)."""
@@ -51,6 +63,11 @@ def one_line_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+def jobs_count(n: int) -> str:
+    """``1 job``, ``2 jobs``."""
+    return f"{n} job{'s' if n != 1 else ''}"
+
+
 def failures_message(failures: Sequence[dict[str, Any]], shown: int = 3,
                      width: int = 160) -> str:
     """One line naming the failed jobs and their errors (the first ``shown`` of them, each
@@ -60,7 +77,7 @@ def failures_message(failures: Sequence[dict[str, Any]], shown: int = 3,
 
     named = "; ".join(f"{f['job']} ({short(f['error'])})" for f in failures[:shown])
     more = f"; and {len(failures) - shown} more" if len(failures) > shown else ""
-    return f"{len(failures)} job{'s' if len(failures) != 1 else ''} failed: {named}{more}"
+    return f"{jobs_count(len(failures))} failed: {named}{more}"
 
 
 def single_thread() -> None:

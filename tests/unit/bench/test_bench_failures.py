@@ -17,7 +17,7 @@ import bench.tasks
 from bench.__main__ import main
 from bench.ablation import split_failed
 from bench.methods import autolrs_method
-from bench.runner import JobsFailed, run_job
+from bench.runner import Interrupted, JobsFailed, run_job
 
 TINY = replace(bench.tasks.get_task("digits", is_quick=True), budget=60, eval_every=20,
                lr_grid=(0.03, 0.3), tau=20, tau_max=20,
@@ -166,3 +166,64 @@ def test_a_quality_rerun_that_finishes_removes_the_tasks_incomplete_file(tmp_pat
     bench.quality.run_quality([TINY], seeds=[0], jobs=1, out_dir=tmp_path,
                               autolrs_methods=[autolrs_method("default")], log=lambda _: None)
     assert (tmp_path / "digits.json").exists() and not (tmp_path / "digits.incomplete.json").exists()
+
+
+def test_ctrl_c_in_a_job_run_in_this_process_keeps_what_finished(tmp_path, monkeypatch):
+    """``--jobs 1`` runs each job inline, so Ctrl-C lands inside one: nothing starts after
+    it, and each task keeps its finished runs (digits's grid finished, but its tuned
+    baselines, queued once every task's grid is, never were)."""
+    other = replace(TINY, name="other")
+    started = []
+
+    def run(job):
+        started.append((job["spec"].name, job["method"]["name"], job["seed"]))
+        if started[-1] == ("other", "constant lr=0.3", 0):
+            raise KeyboardInterrupt
+        return run_job(job)
+
+    monkeypatch.setattr(bench.quality, "run_job", run)
+    with pytest.raises(Interrupted) as stopped:
+        bench.quality.run_quality([TINY, other], seeds=[0], jobs=1, out_dir=tmp_path,
+                                  autolrs_methods=[], log=lambda _: None)
+    assert str(stopped.value) == (
+        f"interrupted: 2 jobs failed or did not finish; wrote no task result to {tmp_path}/; "
+        "the finished runs of the other tasks are in digits.incomplete.json, "
+        "other.incomplete.json there")
+    assert started == [("digits", "constant lr=0.03", 0), ("digits", "constant lr=0.3", 0),
+                       ("other", "constant lr=0.03", 0), ("other", "constant lr=0.3", 0)]
+    runs = {task: json.loads((tmp_path / f"{task}.incomplete.json").read_text())
+            for task in ("digits", "other")}
+    assert [(r["method"], r["seed"]) for r in runs["digits"]["runs"]] == [
+        ("constant lr=0.03", 0), ("constant lr=0.3", 0)]
+    assert [f["job"] for f in runs["digits"]["failures"]] == ["digits tuned baselines"]
+    assert [(r["method"], r["seed"]) for r in runs["other"]["runs"]] == [("constant lr=0.03", 0)]
+    assert [f["job"] for f in runs["other"]["failures"]] == ["other 'constant lr=0.3' seed 0"]
+    assert not list(tmp_path.glob("*[!e].json"))  # no digits.json, no other.json
+
+
+def test_ctrl_c_in_an_inline_ablation_job_keeps_the_rows_and_names_the_rest(
+        tmp_path, monkeypatch):
+    _committed(tmp_path / "results")
+    (tmp_path / "results" / "other.json").write_text(
+        (tmp_path / "results" / "digits.json").read_text())
+    monkeypatch.setattr(bench.ablation, "get_task", lambda name: TINY)
+
+    def run(job):
+        if (job["method"]["name"], job["seed"]) == ("c0.3", 0):
+            raise KeyboardInterrupt
+        return run_job(job)
+
+    monkeypatch.setattr(bench.ablation, "run_job", run)
+    variants = {"c0.03": {"baseline": "constant", "lr": 0.03},
+                "c0.3": {"baseline": "constant", "lr": 0.3}}
+    result = bench.ablation.run_ablation(["digits", "other"], [0, 1], tmp_path / "results",
+                                         jobs=1, log=lambda _: None, variants=variants)
+    assert result["interrupted"] is True
+    assert list(result["tasks"]) == ["digits"]
+    rows = result["tasks"]["digits"]["variants"]
+    assert [r["seed"] for r in rows["c0.03"]] == [0, 1] and rows["c0.3"] == []
+    assert [(f["task"], f["variant"], f["seed"]) for f in result["failed"]] == [
+        ("digits", "c0.3", 0), ("digits", "c0.3", 1),
+        ("other", "c0.03", 0), ("other", "c0.03", 1), ("other", "c0.3", 0), ("other", "c0.3", 1)]
+    assert {f["error"] for f in result["failed"]} == {
+        "NotFinished: interrupted (Ctrl-C) before it finished"}
