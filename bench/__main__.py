@@ -84,6 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--merge", action="store_true",
                         help="ablation: keep the variants already in --out's ablation.json that "
                              "this run does not rerun (same seeds and tasks)")
+    parser.add_argument("--targets", type=Path, default=None, metavar="DIR",
+                        help="ablation: the quality run whose targets (each task's best tuned "
+                             "baseline's worst lowest val loss) it measures against "
+                             "(default: bench/results), e.g. a run made on the same machine")
     parser.add_argument("--device", action="append", default=None, choices=["cpu", "cuda"],
                         help="cost: devices for snapshot and step-overhead figures "
                              "(default: cpu, plus cuda when available)")
@@ -94,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
 # silently ignored, so they are refused (argparse dest -> commands that use it).
 OPTION_COMMANDS = {
     "baseline": ("ablation",), "variants": ("ablation",), "merge": ("ablation",),
+    "targets": ("ablation",),
     "no_presets": ("all", "quality"), "device": ("all", "cost"),
     "autolrs": ("all", "quality", "ablation"), "seeds": ("all", "quality", "ablation"),
 }
@@ -199,16 +204,19 @@ def ablation_command(args: argparse.Namespace, tasks: list[str], seeds: list[int
     previous_path = out / "ablation.json"
     try:
         variants = select_variants(args.variants, extra, baselines)
-        committed_summaries(tasks, DEFAULT_OUT)
+        targets = args.targets or DEFAULT_OUT
+        summaries = committed_summaries(tasks, targets)
         previous = None
         if args.merge:
             if not previous_path.exists():
                 raise ValueError(f"--merge: no {previous_path} to merge into")
             previous = read_json_object(previous_path)
-            check_mergeable(previous, seeds, tasks)
+            check_mergeable(previous, seeds, tasks,
+                            {task: summary["target_val_loss"]
+                             for task, summary in summaries.items()})
     except ValueError as exc:
         return print_error(exc, 2)
-    ran = run_ablation(tasks, seeds, DEFAULT_OUT, jobs=args.jobs, log=log, variants=variants)
+    ran = run_ablation(tasks, seeds, targets, jobs=args.jobs, log=log, variants=variants)
     if ran.get("interrupted"):
         # A part of a run is no table: ablation.json stays as it was, whatever finished.
         path = write_incomplete(ran, out)

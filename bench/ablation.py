@@ -70,7 +70,8 @@ EXTRA_VARIANTS: dict[str, dict[str, Any]] = {
 def select_variants(names: str | None, extra: Sequence[MethodSpec] = (),
                     baselines: Sequence[tuple[str, dict[str, Any]]] = ()
                     ) -> dict[str, dict[str, Any]]:
-    """The variants named in a comma-separated list (None: every ablation variant), then
+    """The variants named in a comma-separated list (None: every ablation variant; ``all``
+    in the list stands for them, as in ``all,paper``), then
     ``extra``: AutoLRS methods with any overrides (``--autolrs NAME:field=value``), named
     without their ``autolrs-`` prefix, then ``baselines``: (name, marker) pairs of
     ``--baseline NAME:KIND@LR``."""
@@ -78,11 +79,16 @@ def select_variants(names: str | None, extra: Sequence[MethodSpec] = (),
     if names is None:
         selected = dict(VARIANTS)
     else:
-        chosen = [n.strip() for n in names.split(",") if n.strip()]
+        given = [n.strip() for n in names.split(",") if n.strip()]
+        chosen = [v for n in given for v in (VARIANTS if n == "all" else [n])]
+        twice = [n for i, n in enumerate(chosen) if n in chosen[:i]]
+        if twice:
+            raise ValueError(f"--variants: variant {twice[0]!r} named twice"
+                             + (" ('all' names it too)" if "all" in given else ""))
         unknown = [n for n in chosen if n not in known]
         if unknown or not chosen:
             raise ValueError(f"--variants: unknown variant "
-                             f"{', '.join(unknown) or '(none given)'}; allowed: {', '.join(known)}")
+                             f"{', '.join(unknown) or '(none given)'}; allowed: all, {', '.join(known)}")
         selected = {n: known[n] for n in chosen}
     added = ([("--autolrs", m.name.removeprefix("autolrs-"), m.overrides) for m in extra]
              + [("--baseline", name, marker) for name, marker in baselines])
@@ -115,7 +121,8 @@ def committed_summaries(tasks: Sequence[str], results: Path) -> dict[str, dict[s
     for task in tasks:
         get_task(task)  # an unknown task: a ValueError naming the known ones
         path = results / f"{task}.json"
-        make = (f"make it with `python -m bench quality --tasks {task}` (it writes "
+        where = "" if results == Path("bench/results") else f" --out {results}"
+        make = (f"make it with `python -m bench quality --tasks {task}{where}` (it writes "
                 f"{results}/)")
         if not path.is_file():
             raise ValueError(f"ablation: no committed quality result {path} for task {task} "
@@ -237,20 +244,30 @@ def split_failed(result: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]
     return part(lambda n: n not in broken), {**part(lambda n: n in broken), "failed": failed}
 
 
-def check_mergeable(previous: dict[str, Any], seeds: Sequence[int], tasks: Sequence[str]) -> None:
-    """Raise a one-line ValueError unless ``previous`` has exactly these seeds and tasks."""
+def check_mergeable(previous: dict[str, Any], seeds: Sequence[int], tasks: Sequence[str],
+                    targets: dict[str, float] | None = None) -> None:
+    """Raise a one-line ValueError unless ``previous`` has exactly these seeds and tasks
+    (and, given ``targets``, was measured against the same target of each task)."""
     if previous.get("seeds") != list(seeds) or set(previous.get("tasks", {})) != set(tasks):
         raise ValueError(
             f"--merge: the results to merge into have seeds {previous.get('seeds')} and tasks "
             f"{sorted(previous.get('tasks', {}))}; this run has seeds {list(seeds)} and "
             f"tasks {sorted(tasks)} (they must match)")
+    for task, target in (targets or {}).items():
+        theirs = previous["tasks"][task].get("target_val_loss")
+        if theirs != target:
+            raise ValueError(
+                f"--merge: the results to merge into measured {task} against the target "
+                f"val loss {theirs}; this run's is {target} (another quality run: --targets "
+                "must name the one they used)")
 
 
 def merge_ablation(previous: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
     """``result`` with the variants of ``previous`` it did not rerun kept (same seeds and
     tasks, else a one-line error): a variant added to a many-seed comparison without
     rerunning the others. A rerun variant replaces its old rows."""
-    check_mergeable(previous, result["seeds"], list(result["tasks"]))
+    check_mergeable(previous, result["seeds"], list(result["tasks"]),
+                    {task: data["target_val_loss"] for task, data in result["tasks"].items()})
     kept = {name: overrides for name, overrides in previous["variants"].items()
             if name not in result["variants"]}
     merged = {"variants": {**kept, **result["variants"]}, "seeds": result["seeds"], "tasks": {},

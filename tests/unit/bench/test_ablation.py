@@ -51,7 +51,7 @@ def test_variants_can_be_selected_by_name_and_include_the_paper_preset():
         if name != BEST_BASELINE:
             assert autolrs_method(name, overrides).overrides == overrides
     import pytest
-    with pytest.raises(ValueError, match="unknown variant fast; allowed: default, "):
+    with pytest.raises(ValueError, match="unknown variant fast; allowed: all, default, "):
         select_variants("default,fast")
 
 
@@ -227,3 +227,40 @@ def test_an_ablation_run_scores_a_baseline_variant_against_the_committed_target(
         assert (row["steps_to_target"] is not None) == reached
     # Same seed and LR: each ran its own schedule (step decay lowers the LR at step 30).
     assert rows["c0.03"][0]["final_val_loss"] != rows[ablation.BEST_BASELINE][0]["final_val_loss"]
+
+
+def test_merge_refuses_rows_measured_against_another_target(tmp_path, capsys):
+    import json
+
+    import pytest
+
+    from bench.__main__ import main
+    from bench.ablation import merge_ablation
+
+    other = _result({"default": ""})
+    other["tasks"]["digits"]["target_val_loss"] = 0.4
+    with pytest.raises(ValueError, match=r"^--merge: the results to merge into measured digits "
+                                         r"against the target val loss 0.5; this run's is 0.4"):
+        merge_ablation(_result({"paper": ""}), other)
+    # From the CLI, before anything runs: the committed digits target is not 0.5.
+    (tmp_path / "ablation.json").write_text(json.dumps(_result({"paper": ""}, seeds=(0, 1, 2))))
+    assert main(["ablation", "--variants", "default", "--seeds", "3", "--tasks", "digits",
+                 "--out", str(tmp_path), "--merge"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("bench: error: --merge: the results to merge into measured digits "
+                          "against the target val loss 0.5; this run's is 0.06")
+    assert err.count("\n") == 1
+
+
+def test_all_in_the_variant_list_stands_for_every_ablation_variant():
+    import pytest
+
+    from bench.ablation import VARIANTS, select_variants
+
+    assert list(select_variants("all,paper")) == [*VARIANTS, "paper"]
+    assert list(select_variants("paper, all")) == ["paper", *VARIANTS]
+    with pytest.raises(ValueError, match=r"^--variants: variant 'default' named twice "
+                                         r"\('all' names it too\)$"):
+        select_variants("all,default")
+    with pytest.raises(ValueError, match=r"^--variants: variant 'paper' named twice$"):
+        select_variants("paper,paper")

@@ -67,6 +67,18 @@ def test_ablation_names_the_missing_committed_result_and_how_to_make_it(
     assert not (tmp_path / "bench" / "results" / "ablation.json").exists()
 
 
+def test_ablation_targets_come_from_the_quality_run_it_names(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    other = tmp_path / "other-machine"
+    assert main(["ablation", "--tasks", "digits", "--variants", "default",
+                 "--targets", str(other)]) == 2
+    err = one_line_error(capsys)
+    assert f"no committed quality result {other}/digits.json" in err
+    assert f"make it with `python -m bench quality --tasks digits --out {other}`" in err
+    assert main(["quality", "--targets", str(other)]) == 2
+    assert "--targets applies to the ablation command, not 'quality'" in one_line_error(capsys)
+
+
 def test_report_without_results_names_the_folder_and_writes_nothing(tmp_path, capsys):
     missing = tmp_path / "nonexistent"
     assert main(["report", "--out", str(missing)]) == 2

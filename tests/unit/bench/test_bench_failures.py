@@ -227,3 +227,22 @@ def test_ctrl_c_in_an_inline_ablation_job_keeps_the_rows_and_names_the_rest(
         ("other", "c0.03", 0), ("other", "c0.03", 1), ("other", "c0.3", 0), ("other", "c0.3", 1)]
     assert {f["error"] for f in result["failed"]} == {
         "NotFinished: interrupted (Ctrl-C) before it finished"}
+
+
+def test_the_ablation_measures_against_the_targets_folder_given(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _committed(tmp_path / "bench" / "results")  # target 1.0 there
+    other = tmp_path / "other-machine"
+    other.mkdir()
+    summary = {"target_val_loss": 2.25, "best_baseline": "step decay",
+               "methods": {"step decay": {"kind": "step", "lr": 0.03}}}
+    (other / "digits.json").write_text(json.dumps({"summary": summary}))
+    monkeypatch.setattr(bench.ablation, "get_task", lambda name: TINY)
+    out = tmp_path / "out"
+    assert main(["ablation", "--tasks", "digits", "--seeds", "1", "--jobs", "1",
+                 "--variants", "best tuned baseline", "--targets", str(other),
+                 "--out", str(out)]) == 0
+    written = json.loads((out / "ablation.json").read_text())
+    assert written["tasks"]["digits"]["target_val_loss"] == 2.25
+    (row,) = written["tasks"]["digits"]["variants"]["best tuned baseline"]
+    assert row["steps_to_target"] is not None  # a 60-step digits run gets below 2.25
