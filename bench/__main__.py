@@ -9,7 +9,8 @@ import time
 from pathlib import Path
 from typing import Any, NoReturn
 
-DEFAULT_OUT = Path("bench/results")
+from bench import DEFAULT_OUT
+
 DOCS = Path("docs/bench.md")
 
 

@@ -8,6 +8,7 @@ import statistics
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from bench import DEFAULT_OUT
 from bench.machine import describe, machine_record
 from bench.methods import MethodSpec, autolrs_method, refuse_taken_name
 from bench.metrics import min_value, steps_to_target
@@ -121,7 +122,7 @@ def committed_summaries(tasks: Sequence[str], results: Path) -> dict[str, dict[s
     for task in tasks:
         get_task(task)  # an unknown task: a ValueError naming the known ones
         path = results / f"{task}.json"
-        where = "" if results == Path("bench/results") else f" --out {results}"
+        where = "" if results == DEFAULT_OUT else f" --out {results}"
         make = (f"make it with `python -m bench quality --tasks {task}{where}` (it writes "
                 f"{results}/)")
         if not path.is_file():

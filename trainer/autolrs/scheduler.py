@@ -147,14 +147,9 @@ class AutoLRS:
     # Rank 0 owns the controller; other ranks see the view rank 0 broadcasts with each
     # batch of actions.
 
-    def _view(self) -> dict[str, Any]:
-        if not self.coordinator.is_main:
-            return self._follower_view
-        return self._controller_view()
-
     def _read(self, name: str) -> Any:
-        """One field of the view; rank 0 reads its controller without building the view
-        (the properties are read several times a step)."""
+        """One field of the view: rank 0 reads its controller (without building the view:
+        the properties are read several times a step), the others what it broadcast."""
         if self.coordinator.is_main:
             return getattr(self._controller, name)
         return self._follower_view[name]
@@ -249,7 +244,7 @@ class AutoLRS:
         """Apply actions (broadcast from rank 0), evaluating as often as asked."""
         while True:
             actions, view = self.coordinator.broadcast_object(
-                (actions, self._view() if self.coordinator.is_main else None))
+                (actions, self._controller_view() if self.coordinator.is_main else None))
             self._follower_view = view
             evaluate = self._apply(actions)
             self._publish(decision_started)

@@ -32,6 +32,24 @@ def loss_for(model, gen):
     return nn.functional.mse_loss(model(x), y)
 
 
+class RankZero:
+    """The coordinator of rank 0 in a group of ``world_size`` processes, without the
+    processes: its own loss is the mean, and it counts the broadcasts it would send."""
+
+    is_main = True
+
+    def __init__(self, world_size):
+        self.world_size = world_size
+        self.broadcasts = 0
+
+    def mean_over_ranks(self, value):
+        return value
+
+    def broadcast_object(self, obj, src=0):
+        self.broadcasts += 1
+        return obj
+
+
 def run(sched, model, optimizer, gen, steps=None):
     lrs = []
     while not sched.done and (steps is None or sched.steps < steps):
@@ -213,53 +231,31 @@ def test_resume_after_crash_logs_each_decision_once(tmp_path, exact):
 
 
 def test_lr_scaling_rescales_the_interval_with_the_global_batch():
-    class FourRanks:  # the coordinator of rank 0 in a 4-process group
-        is_main = True
-        world_size = 4
-
-        def mean_over_ranks(self, value):
-            return value
-
-        def broadcast_object(self, obj, src=0):
-            return obj
-
     model, _ = regression_setup()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     cfg = small_config(min_lr=0.01, max_lr=0.1, lr_scaling="sqrt", reference_batch_size=32)
-    sched = AutoLRS(model, optimizer, cfg, coordinator=FourRanks(), batch_size=32)
+    sched = AutoLRS(model, optimizer, cfg, coordinator=RankZero(4), batch_size=32)
     assert (sched.config.min_lr, sched.config.max_lr) == pytest.approx((0.02, 0.2))
     assert 0.02 <= sched.lr <= 0.2
     with pytest.raises(ValueError, match="lr_scaling needs AutoLRS"):
-        AutoLRS(model, optimizer, cfg, coordinator=FourRanks())
+        AutoLRS(model, optimizer, cfg, coordinator=RankZero(4))
     for bad in (0, -4, "32", True):
         with pytest.raises(ValueError, match="AutoLRS batch_size must be an integer >= 1"):
-            AutoLRS(model, optimizer, cfg, coordinator=FourRanks(), batch_size=bad)
+            AutoLRS(model, optimizer, cfg, coordinator=RankZero(4), batch_size=bad)
 
 
 def test_lr_scaling_follows_a_world_size_change_on_resume():
-    def ranks(n):
-        class Ranks:
-            is_main = True
-            world_size = n
-
-            def mean_over_ranks(self, value):
-                return value
-
-            def broadcast_object(self, obj, src=0):
-                return obj
-        return Ranks()
-
     cfg = small_config(min_lr=0.01, max_lr=0.1, lr_scaling="linear", reference_batch_size=32)
     model, gen = regression_setup()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    sched = AutoLRS(model, optimizer, cfg, coordinator=ranks(4), batch_size=32)
+    sched = AutoLRS(model, optimizer, cfg, coordinator=RankZero(4), batch_size=32)
     run(sched, model, optimizer, gen, steps=30)
     saved = sched.state_dict()
     lr_before = sched.lr
 
     model2, _ = regression_setup()
     optimizer2 = torch.optim.SGD(model2.parameters(), lr=0.1)
-    resumed = AutoLRS(model2, optimizer2, cfg, coordinator=ranks(2), batch_size=32)
+    resumed = AutoLRS(model2, optimizer2, cfg, coordinator=RankZero(2), batch_size=32)
     resumed.load_state_dict(saved)
     assert (resumed.config.min_lr, resumed.config.max_lr) == pytest.approx((0.02, 0.2))
     assert resumed.lr == pytest.approx(lr_before / 2)
@@ -355,21 +351,7 @@ def test_a_restart_without_a_checkpoint_does_not_log_its_replay_twice(tmp_path):
 def test_the_quiet_step_shortcut_of_one_process_changes_nothing(tmp_path):
     """A run of one process skips broadcasting and publishing on steps that change nothing
     but the LR; rank 0 of a group, which always broadcasts, must make the same run."""
-    class RankZeroOfTwo:
-        is_main = True
-        world_size = 2
-
-        def __init__(self):
-            self.broadcasts = 0
-
-        def mean_over_ranks(self, value):
-            return value
-
-        def broadcast_object(self, obj, src=0):
-            self.broadcasts += 1
-            return obj
-
-    runs, group = [], RankZeroOfTwo()
+    runs, group = [], RankZero(2)
     for name, coordinator in (("alone", None), ("group", group)):
         model, gen = regression_setup()
         optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
