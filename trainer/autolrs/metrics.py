@@ -13,7 +13,8 @@ import math
 import os
 from typing import Mapping
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector,
+                               start_http_server)
 
 JOB_ENV = "AUTOLRS_JOB"
 METRICS_PORT_ENV = "AUTOLRS_METRICS_PORT"
@@ -27,6 +28,68 @@ FAST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.
                 10.0, 30.0)
 CHECKPOINT_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
                       300.0, 600.0)
+
+
+def metrics_port_from_env(environ: Mapping[str, str]) -> int | None:
+    """``AUTOLRS_METRICS_PORT`` as a port number, None when unset or empty; anything but
+    1..65535 is a one-line ValueError naming the variable."""
+    text = environ.get(METRICS_PORT_ENV, "").strip()
+    if not text:
+        return None
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 < port < 65536:
+        raise ValueError(f"{METRICS_PORT_ENV} must be a TCP port in 1..65535, got {text!r}")
+    return port
+
+
+class MetricsEndpoint:
+    """``/metrics`` of one registry over HTTP (a daemon thread) until closed."""
+
+    def __init__(self, registry: CollectorRegistry):
+        self.registry = registry
+        self._server = None
+        self._thread = None
+
+    def serve(self, port: int, addr: str = "0.0.0.0") -> None:
+        """Start serving on ``addr:port``; a port in use is a one-line OSError naming it."""
+        if self._server is not None:
+            raise RuntimeError(f"metrics already served on port {self.port}")
+        try:
+            self._server, self._thread = start_http_server(port, addr, registry=self.registry)
+        except OSError as exc:
+            raise OSError(f"cannot serve metrics on {addr}:{port}: {exc.strerror or exc}") \
+                from None
+
+    @property
+    def port(self) -> int | None:
+        """The port served on (None when not serving)."""
+        return None if self._server is None else int(self._server.server_address[1])
+
+    def close(self) -> None:
+        """Stop serving and free the port."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+
+def pod_endpoint_from_env(environ: Mapping[str, str] | None = None) -> MetricsEndpoint | None:
+    """The endpoint of a worker pod that does not host rank 0: only this process's
+    ``process_*`` series (CPU, memory, open files), so that every pod the PodMonitor
+    selects is a target that is up, and the ``autolrs_*`` series still come from rank 0
+    alone. None when ``AUTOLRS_METRICS_PORT`` is unset."""
+    environ = os.environ if environ is None else environ
+    port = metrics_port_from_env(environ)
+    if port is None:
+        return None
+    registry = CollectorRegistry()
+    ProcessCollector(registry=registry)
+    endpoint = MetricsEndpoint(registry)
+    endpoint.serve(port)
+    return endpoint
 
 
 def finite_or_nan(value: float | None) -> float:
@@ -53,8 +116,7 @@ class TrainerMetrics:
         self.job = job
         self.namespace = namespace
         self.registry = registry if registry is not None else CollectorRegistry()
-        self._server = None
-        self._server_thread = None
+        self._endpoint = MetricsEndpoint(self.registry)
         labels = {"job": job, "namespace": namespace}
         reg = self.registry
 
@@ -104,24 +166,17 @@ class TrainerMetrics:
     def from_env(cls, environ: Mapping[str, str] | None = None,
                  registry: CollectorRegistry | None = None) -> "TrainerMetrics":
         """Labels from ``AUTOLRS_JOB`` (namespace/name; ``default/local`` when unset);
-        serves on ``AUTOLRS_METRICS_PORT`` when it is set and not empty."""
+        serves on ``AUTOLRS_METRICS_PORT`` when it is set and not empty, with the
+        process's own ``process_*`` series beside the ``autolrs_*`` ones."""
         environ = os.environ if environ is None else environ
         job = environ.get(JOB_ENV, "").strip() or "default/local"
         namespace, sep, name = job.partition("/")
         if not sep or not namespace or not name or "/" in name:
             raise ValueError(f"{JOB_ENV} must be 'namespace/name', got {job!r}")
-        port_text = environ.get(METRICS_PORT_ENV, "").strip()
-        port = None
-        if port_text:
-            try:
-                port = int(port_text)
-            except ValueError:
-                port = -1
-            if not 0 < port < 65536:
-                raise ValueError(
-                    f"{METRICS_PORT_ENV} must be a TCP port in 1..65535, got {port_text!r}")
+        port = metrics_port_from_env(environ)
         metrics = cls(job=name, namespace=namespace, registry=registry)
         if port is not None:
+            ProcessCollector(registry=metrics.registry)
             metrics.serve(port)
         return metrics
 
@@ -129,26 +184,16 @@ class TrainerMetrics:
 
     def serve(self, port: int, addr: str = "0.0.0.0") -> None:
         """Serve ``/metrics`` of this registry over HTTP on ``addr:port`` (a daemon thread)."""
-        if self._server is not None:
-            raise RuntimeError(f"metrics already served on port {self.port}")
-        try:
-            self._server, self._server_thread = start_http_server(port, addr,
-                                                                  registry=self.registry)
-        except OSError as exc:
-            raise OSError(f"cannot serve metrics on {addr}:{port}: {exc.strerror or exc}") \
-                from None
+        self._endpoint.serve(port, addr)
 
     @property
     def port(self) -> int | None:
         """The port metrics are served on (None when not serving)."""
-        return None if self._server is None else int(self._server.server_address[1])
+        return self._endpoint.port
 
     def close(self) -> None:
         """Stop serving (the metrics stay readable on the registry)."""
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+        self._endpoint.close()
 
     # ------------------------------------------------------------ events
 

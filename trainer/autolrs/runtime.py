@@ -13,7 +13,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Mapping
 
-from autolrs.distributed import WORLD_SIZE_ENV, _env_int
+from autolrs.distributed import LOCAL_RANK_ENV, WORLD_SIZE_ENV, _env_int
 from autolrs.stores.base import StateStore
 from autolrs.stores.factory import STORE_PASSWORD_ENV, STORE_URL_ENV, open_store
 
@@ -57,7 +57,8 @@ class Runtime:
         return runtime
 
     def _open_parts(self, env: Mapping[str, str]) -> None:
-        """Open the store (main rank), the checkpoint manager and metrics (main rank)."""
+        """Open the store (main rank), the checkpoint manager and metrics (main rank; a pod's
+        first process otherwise)."""
         is_main = self.coordinator.is_main
         url = env.get(STORE_URL_ENV)
         if url and is_main:
@@ -82,6 +83,18 @@ class Runtime:
 
             self.metrics = TrainerMetrics.from_env(env)
             self.owned.append(self.metrics)
+        elif env.get(METRICS_PORT_ENV) and _env_int(env, LOCAL_RANK_ENV, 0, 0) == 0:
+            # The first process of a pod that does not host rank 0 answers on the pod's
+            # port too (process_* only): otherwise its scrape target reads up == 0.
+            from autolrs.metrics import pod_endpoint_from_env
+
+            try:
+                endpoint = pod_endpoint_from_env(env)
+            except OSError as exc:  # two agents on one host: rank 0's metrics still flow
+                log.warning("%s; this pod's scrape target will read up == 0", exc)
+            else:
+                if endpoint is not None:
+                    self.owned.append(endpoint)
 
     def close(self) -> None:
         """Flush and close what this runtime opened (metrics port, checkpoint writer, store,

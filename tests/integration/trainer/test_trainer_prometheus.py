@@ -1,9 +1,11 @@
 """A real Prometheus scrapes a training process (AUTOLRS_METRICS_PORT): the learning rate
-it stores is the one the trainer used; promtool accepts the trainer's exposition."""
+it stores is the one the trainer used; promtool accepts the trainer's exposition; in a job
+of two pods (two torchrun agents) both pods are targets that are up."""
 
 from __future__ import annotations
 
 import math
+import subprocess
 
 import pytest
 
@@ -12,6 +14,8 @@ from tests.helpers.dashboard import dashboard_queries, operator_panel
 from tests.helpers.services import free_port, promtool_check_endpoint
 from trainer_harness import (
     MAX_STEPS,
+    PYTHON,
+    WORKER,
     read_json,
     start,
     steps_log,
@@ -82,3 +86,47 @@ def test_closing_the_runtime_frees_the_metrics_port():
         assert runtime.metrics.port == port
         runtime.close()
         assert runtime.metrics.port is None
+
+
+def test_both_pods_of_a_two_pod_job_are_up_and_only_rank_0_serves_autolrs_series(
+        tmp_path, prometheus_service_factory):
+    """Two torchrun agents (two pods, one process each) each with its own metrics port, as
+    the operator runs them: the pod without rank 0 answers with its process_* series, so
+    a PodMonitor selecting every worker pod finds no target down, and the autolrs_*
+    series exist once."""
+    ports = [free_port(), free_port()]
+    prom = prometheus_service_factory([f"127.0.0.1:{port}" for port in ports])
+    release, rdzv = tmp_path / "release", free_port()
+    agents, logs = [], []
+    try:
+        for pod, port in enumerate(ports):
+            logs.append(tmp_path / f"pod{pod}.log")
+            command = [PYTHON, "-m", "torch.distributed.run", "--nnodes=2",
+                       "--nproc-per-node=1", "--rdzv-backend=c10d",
+                       f"--rdzv-endpoint=127.0.0.1:{rdzv}", "--rdzv-id=two-pods", str(WORKER)]
+            agents.append(start(command, worker_env(
+                tmp_path, AUTOLRS_METRICS_PORT=port, AUTOLRS_JOB="ml/charlm",
+                WORKER_HOLD_FILE=release), logs[-1]))
+        wait_until(lambda: (tmp_path / "run-finished.json").exists(), "the end of training",
+                   timeout=180, proc=agents[0], log=logs[0])
+        up = prom.wait_for('up{job="test"}', timeout=30,
+                           predicate=lambda r: len(r) == 2 and all(value([s]) == 1 for s in r))
+        assert sorted(s["metric"]["instance"] for s in up) == sorted(
+            f"127.0.0.1:{port}" for port in ports)
+        series = prom.wait_for(f"autolrs_learning_rate{LABELS}", timeout=30)
+        assert len(series) == 1, series  # rank 0's pod alone
+        memory = prom.wait_for("process_resident_memory_bytes", timeout=30,
+                               predicate=lambda r: len(r) == 2)
+        assert all(value([s]) > 0 for s in memory)
+        for port in ports:
+            check = promtool_check_endpoint(port)
+            assert check.returncode == 0, check.stdout + check.stderr
+    finally:
+        release.touch()
+        for agent in agents:
+            try:
+                agent.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                agent.kill()
+    for agent, log in zip(agents, logs):
+        assert agent.returncode == 0, log.read_text()[-3000:]

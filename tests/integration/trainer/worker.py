@@ -12,7 +12,8 @@ metrics from the ``AUTOLRS_*`` environment, DDP under torchrun, data positioned 
   ``{tag}-final.json`` (history, controller state) at the end.
 - ``WORKER_VAL=1``: give AutoLRS a ``val_fn``.
 - ``WORKER_STEP_SLEEP``: seconds to sleep after each step (to keep a run alive).
-- ``WORKER_HOLD_FILE``: after training, write ``{tag}-finished.json`` and wait for this file.
+- ``WORKER_HOLD_FILE``: after training, rank 0 writes ``{tag}-finished.json``; every rank
+  waits for this file.
 - ``WORKER_KILL_AT`` / ``WORKER_KILL_PHASE`` / ``WORKER_KILL_MODE`` / ``WORKER_KILL_RANK``:
   SIGKILL this process at the first step >= KILL_AT (in that phase, if given) on that rank
   (default 0). Modes: ``step`` (right after the step), ``after_checkpoint`` (at a
@@ -187,8 +188,10 @@ def main() -> None:
             "stage": sched.stage, "history": sched.history, "sha": parameter_sha(model),
             "controller": sched.controller.state_dict(), "world_size": world_size})
     hold = ENV.get("WORKER_HOLD_FILE")
-    if hold and rank == 0:
-        write_json("finished.json", {"lr": sched.lr, "stage": sched.stage, "steps": sched.steps})
+    if hold:  # every rank waits, serving its metrics, until the test releases it
+        if rank == 0:
+            write_json("finished.json", {"lr": sched.lr, "stage": sched.stage,
+                                         "steps": sched.steps})
         while not Path(hold).exists():
             time.sleep(0.1)
     sched.close()

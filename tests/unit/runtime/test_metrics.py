@@ -9,7 +9,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from autolrs.metrics import TrainerMetrics
+from autolrs.metrics import TrainerMetrics, pod_endpoint_from_env
 from tests.helpers.services import free_port, promtool_check_metrics
 
 LABELS = {"job": "bert", "namespace": "ml"}
@@ -128,8 +128,40 @@ def test_from_env_reads_job_and_serves_on_the_port():
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
             body = resp.read().decode()
         assert 'autolrs_learning_rate{job="bert",namespace="ml"} 0.125' in body
+        assert "process_resident_memory_bytes " in body  # the served process's own
     finally:
         metrics.close()
+
+
+def scrape(port: int) -> dict[str, list]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+        body = resp.read().decode()
+    return {family.name: family.samples for family in text_string_to_metric_families(body)}
+
+
+def test_a_pod_without_rank_0_serves_its_process_series_and_no_autolrs_ones():
+    assert pod_endpoint_from_env({}) is None
+    assert pod_endpoint_from_env({"AUTOLRS_METRICS_PORT": " "}) is None
+    port = free_port()
+    endpoint = pod_endpoint_from_env({"AUTOLRS_METRICS_PORT": str(port)})
+    try:
+        assert endpoint.port == port
+        families = scrape(port)
+        assert families["process_resident_memory_bytes"][0].value > 0
+        assert families["process_cpu_seconds"][0].value >= 0
+        assert not [name for name in families if name.startswith("autolrs_")]
+    finally:
+        endpoint.close()
+    assert endpoint.port is None
+    again = pod_endpoint_from_env({"AUTOLRS_METRICS_PORT": str(port)})  # the port is free
+    again.close()
+
+
+@pytest.mark.parametrize("text", ["http", "0", "70000", "-1"])
+def test_a_pod_endpoint_rejects_a_bad_port_naming_the_variable(text):
+    with pytest.raises(ValueError, match=f"^AUTOLRS_METRICS_PORT must be a TCP port in "
+                                         f"1..65535, got '{text}'$"):
+        pod_endpoint_from_env({"AUTOLRS_METRICS_PORT": text})
 
 
 def test_from_env_defaults_to_a_local_job_without_serving():

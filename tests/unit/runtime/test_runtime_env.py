@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-import pytest
+from types import SimpleNamespace
 
+import pytest
+from prometheus_client import CollectorRegistry
+
+from autolrs.metrics import MetricsEndpoint
 from autolrs.runtime import Runtime
+from tests.helpers.services import free_port
 from autolrs.stores.file import FileStore
 
 
@@ -101,3 +106,37 @@ def test_a_bad_variable_closes_what_from_env_had_opened(tmp_path, a_file, monkey
         Runtime.from_env({"AUTOLRS_STORE_URL": f"file://{tmp_path}/store",
                           "AUTOLRS_CHECKPOINT_DIR": str(a_file)})
     assert closed == [str(tmp_path / "store")]
+
+
+@pytest.mark.parametrize("local_rank, serves", [("0", True), ("1", False), (None, True)])
+def test_a_rank_that_is_not_0_serves_its_pod_port_only_as_its_first_process(local_rank, serves):
+    """Rank 0 serves the autolrs_* metrics; elsewhere LOCAL_RANK 0 (one per pod) answers
+    with process_* so the pod's scrape target is up, and the pod's other processes leave
+    the port alone."""
+    env = {"AUTOLRS_METRICS_PORT": str(free_port())}
+    if local_rank is not None:
+        env["LOCAL_RANK"] = local_rank
+    runtime = Runtime(coordinator=SimpleNamespace(is_main=False))
+    runtime._open_parts(env)
+    try:
+        assert runtime.metrics is None
+        endpoints = [part for part in runtime.owned if isinstance(part, MetricsEndpoint)]
+        assert [e.port for e in endpoints] == ([int(env["AUTOLRS_METRICS_PORT"])] if serves
+                                               else [])
+    finally:
+        runtime.close()
+
+
+def test_a_taken_pod_port_is_a_warning_not_a_failed_rank(caplog):
+    """Rank 0's metrics do not depend on it, so a port in use (two agents sharing one
+    host) must not fail the job: it is logged, naming the port."""
+    taken = MetricsEndpoint(CollectorRegistry())
+    taken.serve(free_port(), addr="0.0.0.0")
+    try:
+        runtime = Runtime(coordinator=SimpleNamespace(is_main=False))
+        with caplog.at_level("WARNING", logger="autolrs.runtime"):
+            runtime._open_parts({"AUTOLRS_METRICS_PORT": str(taken.port), "LOCAL_RANK": "0"})
+        assert not [part for part in runtime.owned if isinstance(part, MetricsEndpoint)]
+        assert f"cannot serve metrics on 0.0.0.0:{taken.port}" in caplog.text
+    finally:
+        taken.close()
