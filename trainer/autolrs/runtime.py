@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator, Mapping
 
 from autolrs.distributed import LOCAL_RANK_ENV, WORLD_SIZE_ENV, _env_int
+from autolrs.lifetime import end_with_agent
 from autolrs.stores.base import StateStore
 from autolrs.stores.factory import STORE_PASSWORD_ENV, STORE_URL_ENV, open_store
 
@@ -43,6 +44,7 @@ class Runtime:
         A bad value is a one-line ValueError naming its variable; what was opened before
         it is closed again."""
         env = os.environ if environ is None else environ
+        end_with_agent(env)  # a SIGKILLed torchrun must not leave this worker training
         every = _env_int(env, CHECKPOINT_EVERY_ENV, DEFAULT_CHECKPOINT_EVERY, 1)
         coordinator, joined_group = _coordinator_from_env(env)
         runtime = cls(coordinator=coordinator, checkpoint_every=every)
