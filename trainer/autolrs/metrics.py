@@ -176,8 +176,9 @@ class TrainerMetrics:
         port = metrics_port_from_env(environ)
         metrics = cls(job=name, namespace=namespace, registry=registry)
         if port is not None:
-            ProcessCollector(registry=metrics.registry)
-            metrics.serve(port)
+            if metrics.registry.get_sample_value("process_start_time_seconds") is None:
+                ProcessCollector(registry=metrics.registry)  # not twice: prometheus_client's
+            metrics.serve(port)                               # global registry has one
         return metrics
 
     # ------------------------------------------------------------ serving

@@ -6,7 +6,7 @@ import math
 import urllib.request
 
 import pytest
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from autolrs.metrics import TrainerMetrics, pod_endpoint_from_env
@@ -129,6 +129,20 @@ def test_from_env_reads_job_and_serves_on_the_port():
             body = resp.read().decode()
         assert 'autolrs_learning_rate{job="bert",namespace="ml"} 0.125' in body
         assert "process_resident_memory_bytes " in body  # the served process's own
+    finally:
+        metrics.close()
+
+
+def test_from_env_on_a_registry_with_process_series_keeps_one_set():
+    registry = CollectorRegistry()
+    ProcessCollector(registry=registry)  # as prometheus_client's global REGISTRY has
+    port = free_port()
+    metrics = TrainerMetrics.from_env({"AUTOLRS_METRICS_PORT": str(port)}, registry=registry)
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+            lines = resp.read().decode().splitlines()
+        assert [line.split()[0] for line in lines
+                if line.startswith("process_start_time_seconds")] == ["process_start_time_seconds"]
     finally:
         metrics.close()
 
