@@ -1,11 +1,14 @@
 """``kill -9`` of ``autolrs run`` (it becomes the torchrun agent) ends its workers too:
 torchrun starts them in sessions of their own and cannot stop them once it is SIGKILLed,
-so without the parent-death signal (autolrs.lifetime) they train on with no agent."""
+so without the parent-death signal (autolrs.lifetime) they train on with no agent. The
+signal must not end a worker group the agent restarts (``--max-restarts``, as the
+operator's pods run)."""
 
 from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -13,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.services import free_port
-from trainer_harness import WORKER, last_step, start, steps_log, wait_until, worker_env
+from trainer_harness import (PYTHON, REPO, WORKER, last_step, start, steps_log, wait_until,
+                             worker_env)
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -59,3 +63,16 @@ def test_sigkill_of_autolrs_run_ends_its_two_workers(tmp_path):
         for pid in workers:  # without the fix they would still be training
             if running(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_worker_restarted_by_its_agent_runs_to_the_end(tmp_path):
+    out = tmp_path / "out"
+    command = [PYTHON, "-m", "torch.distributed.run", "--nnodes=1", "--nproc-per-node=1",
+               "--max-restarts=1", f"--master-port={free_port()}",
+               str(Path(__file__).with_name("restart_worker.py")), str(out)]
+    proc = subprocess.run(command, env=worker_env(out), cwd=REPO, capture_output=True,
+                          text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "exitcode: 3" in proc.stderr  # the first attempt failed, the agent restarted it
+    assert [p.name for p in out.glob("attempt*.json")] == ["attempt1.json"]
