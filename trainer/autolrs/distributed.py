@@ -18,6 +18,9 @@ from typing import Any, Mapping
 
 import torch
 import torch.distributed as dist
+from torch.distributed.constants import default_pg_timeout
+
+from autolrs.group_store import group_store, uses_agent_store
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +109,7 @@ def init_process_group_if_needed(backend: str | None = None,
                                  environ: Mapping[str, str] | None = None) -> DistContext:
     """Join torchrun's process group (nccl on CUDA, else gloo) and return this rank's
     context; without torchrun's env (or if already joined) only the context is built.
+    Under torchrun's agent the group forms on a store of its own (autolrs.group_store).
     A group joined here is left at interpreter exit if the script has not left it."""
     environ = os.environ if environ is None else environ
     context = DistContext.from_env(environ)
@@ -123,6 +127,9 @@ def init_process_group_if_needed(backend: str | None = None,
                               "world_size": context.world_size}
     if timeout is not None:
         kwargs["timeout"] = timeout
+    if uses_agent_store(environ):  # torch reuses the agent's store across restarts
+        kwargs["store"] = group_store(environ, context.rank, context.world_size,
+                                      timeout or default_pg_timeout)
     dist.init_process_group(**kwargs)
     # Leave the group at exit if the script does not: a gloo rank that exits still in it
     # can abort in interpreter finalization (SIGABRT) and fail the whole torchrun job.

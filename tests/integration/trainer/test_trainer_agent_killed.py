@@ -2,7 +2,7 @@
 torchrun starts them in sessions of their own and cannot stop them once it is SIGKILLed,
 so without the parent-death signal (autolrs.lifetime) they train on with no agent. The
 signal must not end a worker group the agent restarts (``--max-restarts``, as the
-operator's pods run)."""
+operator's pods run), and that group must form on a store of its own."""
 
 from __future__ import annotations
 
@@ -66,13 +66,22 @@ def test_sigkill_of_autolrs_run_ends_its_two_workers(tmp_path):
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
-def test_a_worker_restarted_by_its_agent_runs_to_the_end(tmp_path):
+@pytest.mark.parametrize("rendezvous", ["c10d", "static"])
+def test_a_group_restarted_in_place_by_its_agent_runs_to_the_end(tmp_path, rendezvous):
+    """Rank 1 crashes right after joining; the agent restarts both ranks. With torch's own
+    store the new group read the old one's addresses and failed or hung on 4 of 6 (c10d)
+    and 3 of 4 (static) tries; with the group's own store (autolrs.group_store) and the
+    parent-death signal armed, both ranks of the second attempt finish."""
     out = tmp_path / "out"
-    command = [PYTHON, "-m", "torch.distributed.run", "--nnodes=1", "--nproc-per-node=1",
-               "--max-restarts=1", f"--master-port={free_port()}",
-               str(Path(__file__).with_name("restart_worker.py")), str(out)]
+    port = free_port()
+    rdzv = ([f"--master-port={port}"] if rendezvous == "static" else
+            ["--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{port}", "--rdzv-id=restart"])
+    command = [PYTHON, "-m", "torch.distributed.run", "--nnodes=1", "--nproc-per-node=2",
+               "--max-restarts=1", *rdzv, str(Path(__file__).with_name("restart_worker.py")),
+               str(out)]
     proc = subprocess.run(command, env=worker_env(out), cwd=REPO, capture_output=True,
-                          text=True, timeout=180)
+                          text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "exitcode: 3" in proc.stderr  # the first attempt failed, the agent restarted it
-    assert [p.name for p in out.glob("attempt*.json")] == ["attempt1.json"]
+    finished = {p.name: p.read_text() for p in out.glob("rank*-attempt1.txt")}
+    assert finished == {"rank0-attempt1.txt": "0.5\n", "rank1-attempt1.txt": "0.5\n"}
