@@ -51,14 +51,13 @@ class MetricsEndpoint:
     def __init__(self, registry: CollectorRegistry):
         self.registry = registry
         self._server = None
-        self._thread = None
 
     def serve(self, port: int, addr: str = "0.0.0.0") -> None:
         """Start serving on ``addr:port``; a port in use is a one-line OSError naming it."""
         if self._server is not None:
             raise RuntimeError(f"metrics already served on port {self.port}")
         try:
-            self._server, self._thread = start_http_server(port, addr, registry=self.registry)
+            self._server, _ = start_http_server(port, addr, registry=self.registry)
         except OSError as exc:
             raise OSError(f"cannot serve metrics on {addr}:{port}: {exc.strerror or exc}") \
                 from None
@@ -76,6 +75,15 @@ class MetricsEndpoint:
             self._server = None
 
 
+def with_process_series(registry: CollectorRegistry) -> CollectorRegistry:
+    """``registry`` exporting this process's ``process_*`` series, added only where none
+    are: a registry without auto_describe (prometheus_client's global one has its own
+    collector) would export a second copy of each sample rather than refuse it."""
+    if registry.get_sample_value("process_start_time_seconds") is None:
+        ProcessCollector(registry=registry)
+    return registry
+
+
 def pod_endpoint_from_env(environ: Mapping[str, str] | None = None) -> MetricsEndpoint | None:
     """The endpoint of a worker pod that does not host rank 0: only this process's
     ``process_*`` series (CPU, memory, open files), so that every pod the PodMonitor
@@ -85,9 +93,7 @@ def pod_endpoint_from_env(environ: Mapping[str, str] | None = None) -> MetricsEn
     port = metrics_port_from_env(environ)
     if port is None:
         return None
-    registry = CollectorRegistry()
-    ProcessCollector(registry=registry)
-    endpoint = MetricsEndpoint(registry)
+    endpoint = MetricsEndpoint(with_process_series(CollectorRegistry()))
     endpoint.serve(port)
     return endpoint
 
@@ -176,9 +182,8 @@ class TrainerMetrics:
         port = metrics_port_from_env(environ)
         metrics = cls(job=name, namespace=namespace, registry=registry)
         if port is not None:
-            if metrics.registry.get_sample_value("process_start_time_seconds") is None:
-                ProcessCollector(registry=metrics.registry)  # not twice: prometheus_client's
-            metrics.serve(port)                               # global registry has one
+            with_process_series(metrics.registry)
+            metrics.serve(port)
         return metrics
 
     # ------------------------------------------------------------ serving

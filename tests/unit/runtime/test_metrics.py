@@ -117,6 +117,17 @@ def test_bad_event_arguments_are_named(metrics):
         metrics.on_snapshot(-1.0)
 
 
+def exposition(port: int) -> str:
+    """What ``/metrics`` on this port answers."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+        return resp.read().decode()
+
+
+def scrape(port: int) -> dict[str, list]:
+    return {family.name: family.samples
+            for family in text_string_to_metric_families(exposition(port))}
+
+
 def test_from_env_reads_job_and_serves_on_the_port():
     port = free_port()
     metrics = TrainerMetrics.from_env(
@@ -125,8 +136,7 @@ def test_from_env_reads_job_and_serves_on_the_port():
     try:
         assert (metrics.job, metrics.namespace, metrics.port) == ("bert", "ml", port)
         metrics.on_step("warmup", 1.0, 0.125)
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
-            body = resp.read().decode()
+        body = exposition(port)
         assert 'autolrs_learning_rate{job="bert",namespace="ml"} 0.125' in body
         assert "process_resident_memory_bytes " in body  # the served process's own
     finally:
@@ -139,18 +149,11 @@ def test_from_env_on_a_registry_with_process_series_keeps_one_set():
     port = free_port()
     metrics = TrainerMetrics.from_env({"AUTOLRS_METRICS_PORT": str(port)}, registry=registry)
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
-            lines = resp.read().decode().splitlines()
+        lines = exposition(port).splitlines()
         assert [line.split()[0] for line in lines
                 if line.startswith("process_start_time_seconds")] == ["process_start_time_seconds"]
     finally:
         metrics.close()
-
-
-def scrape(port: int) -> dict[str, list]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
-        body = resp.read().decode()
-    return {family.name: family.samples for family in text_string_to_metric_families(body)}
 
 
 def test_a_pod_without_rank_0_serves_its_process_series_and_no_autolrs_ones():
